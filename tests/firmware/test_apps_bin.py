@@ -413,7 +413,9 @@ def test_a_lid_opening_alone_does_not_start_the_radio(mpy: Mpy) -> None:
     # unacknowledged alarm still started the radio at every lid wake. A lid wake now never starts
     # the links, not with a reading due nor with an alarm waiting; only timer wakes (readings,
     # alarm retry slots every ALARM_RETRY_S = 120 s on the RTC) and the wake that raises a tip
-    # alarm do.
+    # alarm do, and a lid wake that holds the instant of a timer wake (the lid opened as it came) does
+    # that timer wake's work there, as it would have (test_bin_lid_hold.py); until 2026-12-07 it slept,
+    # and the reading came a second late.
     res = run_app(mpy, T0, """
 started = []
 slept = []
@@ -434,9 +436,11 @@ out.append(wake(False, START))                  # timer wake: reading due
 lid.v = 1
 out.append(wake(True, START + 100))             # lid: nothing due, frames pending -> radio stays off
 lid.v = 0
-out.append(wake(True, START + 300))             # lid, the reading due: no reading, radio off
+out.append(wake(True, START + 290))             # lid 10 s before the reading: no reading, radio off
 n_read = app.state["tn"]
-out.append(wake(False, START + 301))            # the timer wake that follows (next second) reads
+out.append(wake(True, START + 300))             # lid at the reading's instant: the timer wake's work
+n_held = app.state["tn"]
+out.append(wake(True, START + 310))             # lid, nothing due: radio off
 tilt.v = 1
 out.append(wake(True, START + 320))             # tipped over: the alarm goes at once
 tilt.v = 0
@@ -446,17 +450,16 @@ lid.v = 0
 out.append(wake(False, START + 360, ack=rep.seq.last))  # alarm retry slot: the gateway acknowledges
 lid.v = 1
 out.append(wake(True, START + 370))             # plain lid opening again
-print(json.dumps([out, app.state["lid"], slept, len(rep.outbox), n_read, app.state["tn"]]))
+print(json.dumps([out, app.state["lid"], slept, len(rep.outbox), n_read, n_held, app.state["tn"]]))
 """)
-    started, lid_count, slept, left, n_before, n_after = res
-    assert started == [True, False, False, True, True, False, True, False]
-    assert lid_count == 4                       # every pin wake but the tilt one counts the lid
-    assert slept[1] == 200000                   # the lid wake sleeps until the reading
-    assert slept[2] == 1000                     # reading's second begun: the timer wake follows at the
-                                                # next whole second (not at once, at the lid's fraction)
-    assert n_after == n_before + 1              # ... and it, not the lid wake, takes the reading
-    assert slept[5] == 30000                    # alarm waiting: the lid wake sleeps to the slot at +360
-    assert slept[7] == 230000                   # alarm acknowledged: back to the reading at +600
+    started, lid_count, slept, left, n_before, n_held, n_after = res
+    assert started == [True, False, False, True, False, True, False, True, False]
+    assert lid_count == 6                       # every pin wake but the tilt one counts the lid
+    assert slept[1] == 200000 and slept[2] == 10000   # the lid wakes sleep until the reading
+    assert n_held == n_before + 1 == n_after    # the lid wake at +300 took the reading, the one at +310 none
+    assert slept[3] == 300000 and slept[4] == 290000  # ... and both sleep to the next reading (+600)
+    assert slept[6] == 30000                    # alarm waiting: the lid wake sleeps to the slot at +360
+    assert slept[8] == 230000                   # alarm acknowledged: back to the reading at +600
     assert left == 0
 
 
@@ -467,21 +470,29 @@ started = []
 lid_radio = []
 acked = []
 plan = [START]
+class Wake:                              # a wait on the simulated clock (a lid wake holding a timer wake's)
+    def set(self):
+        pass
+    async def wait_ms(self, ms):
+        clock.ms += ms
 def sleeper(ms, pins):
     plan[0] = clock.time() + ms // 1000      # the timer wake the bin armed
+def pending():
+    if GW is not None and clock.time() >= START + GW and len(rep.outbox):
+        gateway_ack(rep.seq.last)
+        if not acked:
+            acked.append(clock.time() - START)
+    return len(rep.outbox)
 def wake(by_pin, t):
     # one deep-sleep wake; the app is built afresh from its state file (the chip resets)
     global app
     app = make_app()
+    app.wake = Wake()
+    clock.ms = 0                         # ticks restart at the reset
     clock.set_time(t)
     n = len(started)
-    def pending():
-        if GW is not None and t >= START + GW and len(rep.outbox):
-            gateway_ack(rep.seq.last)
-            if not acked:
-                acked.append(t - START)
-        return len(rep.outbox)
-    drive(app.run_deep(by_pin, pending, sleeper, linger_s=0, start_links=lambda: started.append(t - START)))
+    drive(app.run_deep(by_pin, pending, sleeper, linger_s=0,
+                       start_links=lambda: started.append(clock.time() - START)))
     return len(started) > n
 wake(False, START)                       # first reading (the next at START + 300)
 tilt.v = 1
@@ -508,15 +519,17 @@ RETRIES = [240, 480] + list(range(960, 6 * 3600, 960))
 def test_an_unacknowledged_alarm_never_starts_the_radio_at_a_lid_wake(mpy: Mpy) -> None:
     """Privacy audit MEDIUM-1: a deep-sleeping bin with an unacknowledged tip alarm started BLE at
     every lid wake, advertising from the second of the opening. Lid openings at arbitrary times
-    while the alarm waits (no gateway): none starts the radio, the radio starts at exactly the
-    same times as without the openings, and the alarm is retried on the RTC grid of a step that
-    doubles after each unacknowledged slot (ALARM_RETRY_S = 120 s up to ALARM_RETRY_MAX_S = 960 s;
-    before, every 120 s for ever). The back-off state lives in the state file: the app is rebuilt
-    from it at every wake."""
+    while the alarm waits (no gateway): none starts the radio at its own time, the radio starts at
+    exactly the same times as without the openings, and the alarm is retried on the RTC grid of a step
+    that doubles after each unacknowledged slot (ALARM_RETRY_S = 120 s up to ALARM_RETRY_MAX_S = 960 s;
+    before, every 120 s for ever). A lid wake a second before a slot or a reading (within HOLD_MS)
+    waits and starts the radio at that instant, as the timer wake it holds would (until 2026-12-07 it
+    slept: the slot was skipped, the reading a second late). The back-off state lives in the state
+    file: the app is rebuilt from it at every wake."""
     with_lids = run_app(mpy, T0, DEEP_SIM % (LIDS, None))
     without = run_app(mpy, T0, DEEP_SIM % ([], None))
     started, lid_radio, acked, lid_count, alarms = with_lids
-    assert lid_radio == [False] * len(LIDS)
+    assert [t for t, r in zip(LIDS, lid_radio) if r] == [479, 959, 1919, 2879, 3839, 7199, 7679, 10559]
     assert lid_count == len(LIDS)
     assert alarms == [["tip"]]
     assert started == without[0]                 # the radio's times do not depend on the lid
@@ -532,11 +545,14 @@ def test_an_unacknowledged_alarm_never_starts_the_radio_at_a_lid_wake(mpy: Mpy) 
 
 def test_a_waiting_alarm_reaches_a_returning_gateway_at_the_next_timer_wake(mpy: Mpy) -> None:
     # the gateway comes back at an arbitrary second; the alarm goes at the next timer wake, never
-    # at a lid wake, however many openings: here the reading at +5100 (the retry step is 960 s by
-    # then, the next slot +5760; readings every 300 s offer the alarm too)
+    # at a lid wake's own time, however many openings: here the reading at +5100 (the retry step is
+    # 960 s by then, the next slot +5760; readings every 300 s offer the alarm too). The lid wakes a
+    # second before a slot (before the ACK) or a reading start the radio at its instant, as its timer
+    # wake would
     gw = 5000 + 77
     started, lid_radio, acked, lid_count, alarms = run_app(mpy, T0, DEEP_SIM % (LIDS, gw))
-    assert lid_radio == [False] * len(LIDS)
+    assert [t for t, r in zip(LIDS, lid_radio) if r] == [479, 959, 1919, 2879, 3839, 7199]
+    assert not set(started) & set(LIDS)
     assert acked == [5100] and acked[0] in started
     # acknowledged: no more retry slots, only the readings (every 300 s)
     assert all(t % 300 == 0 for t in started if t > acked[0])
@@ -695,24 +711,37 @@ lids_ms = %r       # ms after START * 1000 of lid openings
 BOOT_MS = 173      # from a wake to the app's first look at the clock
 WORK_MS = 1234     # a timer wake's radio and reading before it sleeps again
 armed = []
+radio = []
 plan = [START * 1000]
+class BootClock(FakeClock):
+    def ticks_ms(self):
+        return self.ms - self.reset      # ticks restart at each wake (a reset), as on a board
+clock = BootClock(START)
+class Wake:                              # a wait on the simulated clock (a lid wake holding a timer wake's)
+    def set(self):
+        pass
+    async def wait_ms(self, ms):
+        clock.ms += ms
 def at(x):
     clock.ms = x - clock.t0 * 1000       # the fake clock now shows unix ms x
 def sleeper(ms, pins):
     plan[0] = clock.time_ms() + ms        # the instant the armed timer wakes the chip
     armed.append(plan[0] - START * 1000)
+def start_links():
+    radio.append(clock.time_ms() - START * 1000)
+    at(clock.time_ms() + WORK_MS)
 def wake(by_pin, x):
     # one deep-sleep wake at unix ms x; the app is built afresh from its state file (the chip resets)
     global app
+    clock.reset = x - clock.t0 * 1000
     at(x + BOOT_MS)
     app = make_app()
-    drive(app.run_deep(by_pin, lambda: len(rep.outbox), sleeper, linger_s=0,
-                       start_links=lambda: at(clock.time_ms() + WORK_MS)))
+    app.wake = Wake()
+    drive(app.run_deep(by_pin, lambda: len(rep.outbox), sleeper, linger_s=0, start_links=start_links))
 wake(False, START * 1000)                # first reading
 tilt.v = 1
 wake(True, START * 1000 + 200457)        # tipped over: an alarm no gateway acknowledges
 tilt.v = 0
-timer = []
 todo = sorted(lids_ms)
 while plan[0] < (START + 4 * 3600) * 1000:
     if todo and START * 1000 + todo[0] < plan[0]:
@@ -721,11 +750,11 @@ while plan[0] < (START + 4 * 3600) * 1000:
         wake(True, START * 1000 + todo.pop(0))
         lid.v = 0
     else:
-        timer.append(plan[0] - START * 1000)
         wake(False, plan[0])
-print(json.dumps([timer, app.state["lid"], armed]))
+print(json.dumps([radio, app.state["lid"], armed]))
 """
 
+# two of them (479500, 3839700) open within a boot or HOLD_MS (2 s) before a retry slot
 LIDS_MS = [437613, 479500, 1111002, 3839700, 3907999, 3916450, 7777321, 9003999, 12444777]
 
 
@@ -734,19 +763,22 @@ def test_timer_wakes_land_on_whole_seconds_whatever_the_lid(mpy: Mpy) -> None:
     a timer wake landed at the fraction of the second the bin went to sleep in, and after a lid wake
     that fraction was the lid's (the gateway, knowing to the ms when the bin slept, could tell a lid
     was opened). The timer is now armed from the RTC in ms: every timer wake is at .000 of its
-    second, at the same instants to the ms with and without lid openings."""
+    second, and the radio starts (a timer wake's, or a lid wake's holding one, at its instant: the
+    second plus its boot) are the same to the ms with and without lid openings."""
     with_lids = run_app(mpy, T0, DEEP_MS % (LIDS_MS,))
     without = run_app(mpy, T0, DEEP_MS % ([],))
-    timer, lid_count, armed = with_lids
+    radio, lid_count, armed = with_lids
     assert lid_count == len(LIDS_MS)
-    # 4 h: the readings (+301, then every 300 s: the first reading starts WORK_MS late, the next
-    # ones follow the times planned, not when each was taken) and the alarm's retry slots,
+    assert radio == without[0]                        # identical to the millisecond
+    # each timer wake starts the radio (20 C, not a watch) BOOT_MS after its second; the tip wake at
+    # its own time. 4 h: the readings (+301, then every 300 s: the first reading starts WORK_MS late,
+    # the next ones follow the times planned, not when each was taken) and the alarm's retry slots,
     # on multiples of its step (doubling from 120 s to 960 s), the only wakes on the 120-s grid
+    timer = [r - 173 for r in radio[1:] if r != 200457 + 173]   # after the first reading (+0)
     assert [t for t in timer if t % 120000 == 0] == [240000, 480000] + list(range(960000, 4 * 3600000, 960000))
-    assert len(timer) > 50
-    assert timer == without[0]                        # identical to the millisecond
-    assert all(t % 1000 == 0 for t in timer + armed)  # every armed wake is on a whole second
-    assert len(armed) == len(timer) + 2 + len(LIDS_MS)
+    assert len(timer) > 50 and all(t % 1000 == 0 for t in timer + armed)   # every one on a whole second
+    # the two lid wakes holding a slot armed what its timer wake would have; the others slept at once
+    assert set(armed) == set(without[2]) and len(armed) == len(without[2]) + len(LIDS_MS) - 2
 
 
 def test_the_device_clock_reads_milliseconds_on_the_seconds_it_shows(mpy: Mpy) -> None:

@@ -21,12 +21,17 @@ from typing import Any
 from test_apps_bin import T0, Mpy, run_app
 
 # EV: events in seconds after START: "hot" / "warm" / "cool" (the temperature from then on: 70 C,
-# the fire threshold; 60 C, near it; 20 C), "lid" (a lid wake), "lid+" (a lid wake that holds the
-# next second: the lid opened at +0.7 s, its wake's code runs until +1.3 s), "tip" (a tilt wake) / "up".
+# the fire threshold; 60 C, near it; 20 C), "lid" (a lid opened then: the chip wakes at that instant,
+# to the ms, and its code runs BOOT_MS later, as at every wake), "tip" (a tilt wake) / "up".
 # GW: the gateway is in range during each [from, to); it acknowledges ACK_MS after the radio started.
-# armed: every instant (ms after START) a wake armed its timer for.
+# Ticks count from each wake's start (a reset), as on a board: the firmware's boot is BOOT_MS.
+# armed: every instant (ms after START) a wake armed its timer for; acked_ms: [ms after START, seq
+# acknowledged] of each ACK; reads: ms after START of each reading; backoff: [ms after START, retry
+# step, next slot (s after START, or None)] after each wake that changed them; wakes: [by pin, ms after
+# START it began, ms after START it slept] of every wake.
 SIM = """
 ACK_MS = 2000
+BOOT_MS = 0
 PRE
 EV = %r
 GW = %r
@@ -34,9 +39,23 @@ END = %r
 LEVELS = {"hot": 493838, "warm": 682000, "cool": 1835632}
 sessions = []                              # [radio start (ms after START), ms on, wake time (s)]
 acked = []
+acked_ms = []
 armed = []
+reads = []
+backoff = []
+wakes = []
 on = [None]
-plan = [START]
+plan = [START * 1000]
+class BootClock(FakeClock):
+    def ticks_ms(self):
+        return self.ms - self.reset        # ticks restart at each reset (wake)
+clock = BootClock(START)
+clock.reset = 0
+_cycle = BinApp.cycle
+async def _read(self):
+    reads.append(now_ms())
+    await _cycle(self)
+BinApp.cycle = _read
 class Wake:                                # the linger's wait on the simulated clock
     def set(self):
         pass
@@ -48,8 +67,8 @@ def sleeper(ms, pins):
     if on[0] is not None:
         sessions[-1][1] = now_ms() - on[0]
         on[0] = None
-    plan[0] = (clock.time_ms() + ms) // 1000
-    armed.append(clock.time_ms() + ms - START * 1000)
+    plan[0] = clock.time_ms() + ms
+    armed.append(plan[0] - START * 1000)
 def start_links():
     on[0] = now_ms()
     sessions.append([on[0], 0, clock.time() - START])
@@ -62,47 +81,51 @@ def pending():
     if len(rep.outbox) and on[0] is not None and in_range(clock.time()) and now_ms() - on[0] >= ACK_MS:
         gateway_ack(rep.seq.last)
         acked.append(clock.time() - START)
+        acked_ms.append([now_ms(), rep.seq.last])
     return len(rep.outbox)
-def wake(by_pin, t, ms=0):
+def wake(by_pin, x, boot):
     global app
     app = make_app()                       # the chip resets: the app is rebuilt from its state file
     app.wake = Wake()
-    clock.t0 = t; clock.ms = ms            # ticks restart at a reset; a timer wake lands on .000
+    clock.t0 = x // 1000; clock.reset = x %% 1000; clock.ms = clock.reset + boot   # woke at unix ms x
+    before = [app.state["ars"], app.state["ard"]]
     drive(app.run_deep(by_pin, pending, sleeper, linger_s=30, start_links=start_links))
+    wakes.append([by_pin, x - START * 1000, now_ms()])
+    after = [app.state["ars"], app.state["ard"]]
+    if after != before:
+        backoff.append([now_ms(), after[0], after[1] - START if after[1] else None])
 todo = sorted(EV)
-while plan[0] < START + END:
-    if todo and START + todo[0][0] < plan[0]:
+while plan[0] < (START + END) * 1000:
+    if todo and START * 1000 + round(todo[0][0] * 1000) < plan[0]:
         at, what = todo.pop(0)
+        x = START * 1000 + round(at * 1000)
         if what == "lid":
             lid.v = 1
-            wake(True, START + at)
-            lid.v = 0
-        elif what == "lid+":
-            lid.v = 1
-            wake(True, START + at, 1300)
+            wake(True, x, BOOT_MS)
             lid.v = 0
         elif what == "tip":
             tilt.v = 1
-            wake(True, START + at)
+            wake(True, x, BOOT_MS)
         elif what == "up":
             tilt.v = 0
         else:
             temp.uv = LEVELS[what]
     else:
-        wake(False, plan[0])
+        wake(False, plan[0], BOOT_MS)
 wins = [[b["w"] - START, b["l"]] for b in rep.of("win")]
 print(json.dumps([sessions, acked, [[b["a"], b["w"] - START] for b in rep.of("alarm")], wins, len(rep.outbox),
-                  rep.outbox.dropped, armed]))
+                  rep.outbox.dropped, armed, acked_ms, reads, backoff, wakes]))
 """
 
 H = 3600
 
 
 def sim(mpy: Mpy, events: list[list[Any]], gw: list[list[int]], end: int, pre: str = "", start: int = T0,
-        armed: bool = False) -> Any:
-    """``[sessions, acked, alarms, wins, left, dropped]`` (and the armed instants if ``armed``)."""
+        armed: bool = False, full: bool = False) -> Any:
+    """``[sessions, acked, alarms, wins, left, dropped]`` (and the armed instants if ``armed``; with ``full``
+    also ``acked_ms``, ``reads``, ``backoff`` and ``wakes``: the SIM's comment)."""
     res = run_app(mpy, start, SIM.replace("PRE", pre) % (events, gw, end))
-    return res if armed else res[:6]
+    return res if full else res[:7] if armed else res[:6]
 
 
 def on_ms(sessions: list[list[int]], start: int, end: int) -> int:
@@ -266,33 +289,36 @@ def test_a_retry_slot_far_ahead_does_not_hold_a_watch_alarm_back(mpy: Mpy) -> No
 
 def test_a_lid_wake_that_holds_a_slot_second_does_not_move_the_radio_off_the_grid(mpy: Mpy) -> None:
     # Review LOW: readings at +10 s of each RTC minute (START = T0 + 10), the fire alarm waiting out of
-    # reach. A lid opened 0.3 s before the slot at RTC 1920 (+1910) still runs when the slot's second
-    # begins: the timer can no longer wake the bin at that slot's .000. The radio then started at the
-    # next reading (+1920, RTC 1930: off the grid, set by the lid); now the slot is missed and the
-    # next slot of the grid sends: every radio start stays on the grid, none at the lid wake. (The same
-    # starts as without the opening are impossible: that instant has passed when the lid wake ends.)
+    # reach, every wake booting in 0.6 s. A lid opened 0.3 s before the slot at RTC 1920 (+1910) still
+    # runs when the slot's second begins: the timer can no longer wake the bin at that slot. The radio
+    # then started at the next reading (+1920, RTC 1930: off the grid, set by the lid); then (until
+    # 2026-12-07) the slot was skipped and the step still doubled. Now the lid wake waits for the instant
+    # the slot's timer wake would run (+1910.6) and sends there: the same radio starts and back-off, to
+    # the ms, as without the opening (test_bin_lid_hold.py: more offsets, readings, the energy bound).
     start = T0 + 10
-    plain, *_ = sim(mpy, [[250, "hot"]], [], 2 * H, start=start)
-    lid, _, alarms, _, _, _, armed = sim(mpy, [[250, "hot"], [1909, "lid+"]], [], 2 * H, start=start, armed=True)
-    assert alarms == [[["fire"], 290]]
-    assert 1910 in starts(plain) and 1910 not in starts(lid)
-    assert starts(lid) == [t for t in starts(plain) if t != 1910]
-    assert all((start + t) % 120 == 0 for t in starts(lid, 301))          # after the alarm: slots only
-    assert all(a % 1000 == 0 for a in armed)
+    pre = "BOOT_MS = 600"
+    plain = sim(mpy, [[250, "hot"]], [], 2 * H, start=start, pre=pre, full=True)
+    lid = sim(mpy, [[250, "hot"], [1909.7, "lid"]], [], 2 * H, start=start, pre=pre, full=True)
+    assert lid[2] == [[["fire"], 290]]
+    assert 1910 in starts(plain[0]) and lid[0] == plain[0]          # sessions: start (ms), length, second
+    assert all((start + t) % 120 == 0 for t in starts(lid[0], 301))  # after the alarm: slots only
+    assert lid[9] == plain[9]                                         # the back-off, after each wake
+    assert set(lid[6]) == set(plain[6]) and all(a % 1000 == 0 for a in lid[6])
 
 
 def test_a_lid_wake_that_holds_a_reading_second_leaves_the_timer_wakes_on_whole_seconds(mpy: Mpy) -> None:
-    # Review LOW: a lid wake still running when a reading's second begins (+2400.3) armed its timer
-    # for 0 ms: the reading's wake, and any radio it starts, came at the lid wake's fraction of a
-    # second, not at .000. It now wakes at the next whole second (+2401.000), and the reading chain
-    # stays where it was: the next readings at +2460, +2520, ... as without the opening
+    # Review LOW: a lid wake still running when a reading's second begins armed its timer for 0 ms: the
+    # reading's wake, and any radio it starts, came at the lid wake's fraction of a second, not at .000;
+    # then (until 2026-12-07) it woke at the next whole second, the reading a second late. Now the lid wake
+    # (opened 0.2 s before the reading at +2400, booting in 0.6 s like every wake) takes the reading at the
+    # instant its timer wake would (+2400.6): every armed wake on .000, the readings and radio starts to the
+    # ms as without the opening, out of reach (a watch, the alarm waiting) and in reach
     start = T0 + 10
-    for gw in ([], [[0, 4 * H]]):                         # out of reach (watch, alarm waiting) / in reach
-        plain, _, _, _, _, _, armed_plain = sim(mpy, [[250, "hot"]], gw, H, start=start, armed=True)
-        lid, _, _, _, _, _, armed = sim(mpy, [[250, "hot"], [2399, "lid+"]], gw, H, start=start, armed=True)
-        assert all(a % 1000 == 0 for a in armed)
-        assert 2401000 in armed and [a for a in armed if a != 2401000] == armed_plain
-        if gw:  # every watch reading starts the radio: that one a second late, the rest unchanged
-            assert 2400 in starts(plain) and starts(lid) == [t + 1 if t == 2400 else t for t in starts(plain)]
-        else:   # not a slot: no radio at that reading, with or without the opening
-            assert starts(lid) == starts(plain) and 2400 not in starts(plain)
+    pre = "BOOT_MS = 600"
+    for gw in ([], [[0, 4 * H]]):
+        plain = sim(mpy, [[250, "hot"]], gw, H, start=start, pre=pre, full=True)
+        lid = sim(mpy, [[250, "hot"], [2399.8, "lid"]], gw, H, start=start, pre=pre, full=True)
+        assert 2400600 in plain[8] and lid[8] == plain[8]                 # readings (ms)
+        assert lid[0] == plain[0] and lid[7] == plain[7]                  # radio starts, ACKs (ms)
+        assert lid[6] == plain[6] and all(a % 1000 == 0 for a in lid[6])  # armed: the lid wake armed none
+        assert (2400 in starts(plain[0])) == bool(gw)                     # in reach: that reading starts it

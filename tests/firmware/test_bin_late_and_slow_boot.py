@@ -62,9 +62,7 @@ def test_a_reading_late_by_a_time_sync_plans_the_next_from_now_and_raises_no_fal
 
 
 def _slow_boot(mpy, boot_ms: int) -> tuple[list[int], list[int]]:
-    body = SIM.replace("PRE", "") % ([[250, "hot"]], [[2 * 3600, 9 * 3600]], 8 * 3600)
-    body = body.replace("        wake(False, plan[0])", "        wake(False, plan[0], %d)" % boot_ms)
-    assert "wake(False, plan[0], %d)" % boot_ms in body
+    body = SIM.replace("PRE", "BOOT_MS = %d" % boot_ms) % ([[250, "hot"]], [[2 * 3600, 9 * 3600]], 8 * 3600)
     res = run_app(mpy, T0, body)
     return [t for _, _, t in res[0]], res[1]
 
@@ -102,24 +100,25 @@ def test_a_full_outbox_does_not_make_a_session_look_answered(mpy) -> None:
 H = 3600
 
 
-def _lid_over_a_reading(mpy, boot_ms: int, lid: bool) -> list[int]:
-    """Radio starts between +2300 and +3000 s: fire on from +250 (a watch), a gateway in reach, and (``lid``) a
-    lid wake that holds the reading at +2402's second."""
-    events = [[250, "hot"]] + ([[2399 + boot_ms // 1000, "lid+"]] if lid else [])
-    body = SIM.replace("PRE", "") % (events, [[0, 4 * H]], H)
-    body = body.replace("        wake(False, plan[0])", "        wake(False, plan[0], %d)" % boot_ms)
+def _lid_over_a_reading(mpy, boot_ms: int, lid_at: float | None) -> list[list[int]]:
+    """Radio starts (ms after START) between +2300 and +3000 s: fire on from +250 (a watch), a gateway in reach,
+    every wake booting in ``boot_ms``, and a lid opened at ``lid_at`` (None: none)."""
+    events = [[250, "hot"]] + ([[lid_at, "lid"]] if lid_at is not None else [])
+    body = SIM.replace("PRE", "BOOT_MS = %d" % boot_ms) % (events, [[0, 4 * H]], H)
     res = run_app(mpy, T0 + 10, body)
-    return [t for _, _, t in res[0] if 2300 < t < 3000]
+    return [s for s in res[0] if 2300000 < s[0] < 3000000]
 
 
 def test_a_lid_wake_holding_a_reading_on_a_slow_board_does_not_move_the_later_readings(mpy) -> None:
     """Review of b92aace: with a boot of 2.1 s the held reading was 3 s late, past LATE_S = 2, and planned the
-    chain from its own time: every later reading and radio start moved by 3 s (the lid opening told for good)."""
-    plain = _lid_over_a_reading(mpy, 2100, False)
-    held = _lid_over_a_reading(mpy, 2100, True)
-    assert len(plain) == len(held) > 5, (plain, held)
-    assert held[0] == plain[0] and held[1] == plain[1] + 1, (plain, held)  # that reading a second late ...
-    assert held[2:] == plain[2:], (plain, held)  # ... and none after it
+    chain from its own time: every later reading and radio start moved by 3 s (the lid opening told for good).
+    Then (until 2026-12-07) that reading was a second late; now the lid wake, opened up to 2.5 s before the
+    reading at +2402 (the chain starts at the first reading, read at +2.1 s), takes the reading at the instant its
+    timer wake would: no radio start moves, to the ms."""
+    plain = _lid_over_a_reading(mpy, 2100, None)
+    assert len(plain) > 5 and 2402000 + 2100 in [s[0] for s in plain], plain
+    for off in (0.1, 1.0, 2.5):
+        assert _lid_over_a_reading(mpy, 2100, 2402 - off) == plain, off
 
 
 ACK_DURING_READING = """

@@ -41,13 +41,25 @@ WATCH_MARGIN_DECI = 150  # "near the threshold": within 15 degrees of it
 # the cap, of 960 s (UTC).
 ALARM_RETRY_S = 120
 ALARM_RETRY_MAX_S = 960
-# A reading at most this late keeps its chain's times: a lid wake holding its second makes it a second
-# late, plus the boot, the links' start and the pings before it reads the clock; planned from its own
-# time, every later reading and radio start moved with it (a lid opening told for good). Later (a clock
+# A reading at most this late keeps its chain's times: a slow board's boot, the links' start and the
+# pings before it reads the clock (and a reading a lid wake held, which runs it at the timer wake's
+# instant, or late by that wake's own few ms of work); planned from its own time, every later reading
+# and radio start moved with it (a lid opening told for good). Later (a clock
 # set forward by a time sync) it plans from now: the next reading then comes at least 30 s after, the
 # fire detector's rate floor (RATE_MIN_DT_S), which a chain kept across a longer delay would not give.
 LATE_S = 30
 SLOT_BOOT_S = 3  # a timer wake reading the clock this soon after its retry slot is that slot's wake
+# A lid wake that finds the next timer wake (reading or retry slot) due within HOLD_MS, or its second
+# begun while the lid wake ran (the chip was up: the timer could not wake it), does not sleep: it waits
+# until the instant that timer wake's code would run (the whole second plus this wake's own boot, the
+# ticks since the reset) and does its work there, in the same boot (BinApp.hold_until_ms). Staying up
+# is needed only from a few ms before the second (the deep sleep must have begun by then); up to 2 s it
+# costs about what it saves (the held timer wake's own boot, 0.3-2 s at the same current): a lid opening
+# next to a timer wake keeps the bin up at most HOLD_MS longer than one that sleeps at once, radio off.
+# BOOT_MAX_MS caps the boot taken from ticks (a port whose ticks did not restart at the reset), inside
+# SLOT_BOOT_S so that a held slot stays the slot's.
+HOLD_MS = 2000
+BOOT_MAX_MS = 2500
 # A watch reading (every WATCH_S, on the device) does not start the radio once a radio session
 # reached no gateway (frames waited and none was acknowledged): the 30-s linger at every reading
 # kept the radio on half the time while a bin stayed hot out of reach (a sensor stuck hot: for
@@ -281,9 +293,9 @@ class BinApp(AppBase):
         st["bat"] = bat
         i = self.next_interval(deci, now_s, prev)
         st["wt"] = i < self.interval_s
-        # the next reading follows the one planned, not this one's time: a reading pushed to the
-        # next second by a lid wake that held its second (sleep_plan) leaves the chain where it was
-        # ... only when late by a boot or a lid wake's second (LATE_S): a reading found later (the clock
+        # the next reading follows the one planned, not this one's time: a reading read late (a slow
+        # boot, the links and pings before it) leaves the chain where it was
+        # ... only when late by that (LATE_S): a reading found later (the clock
         # moved on by an ACK's time sync) plans from now, or two readings could come a second apart and
         # the rate-of-rise check divide a sensor's noise by that second (a false fire alarm)
         n = st["next"]
@@ -401,7 +413,8 @@ class BinApp(AppBase):
             pin wake (a lid opening) never starts the radio, not even with a reading due or an
             alarm unacknowledged: radio or adverts starting then would tell any scanner, and the
             gateway's ``received_at``, when the lid was opened. Readings and alarm retries happen
-            at timer wakes (:meth:`sleep_plan`), whose times never depend on a lid opening.
+            at timer wakes (:meth:`sleep_plan`), whose times never depend on a lid opening; a lid
+            wake that keeps one from happening does its work at its instant (:meth:`hold_until_ms`).
         """
         now = self.clock.time()
         tilted = self.tilt.active()
@@ -418,8 +431,8 @@ class BinApp(AppBase):
         alarm waits.
 
         The slot is the one planned (``ard``, a multiple of the step ``ars`` on the RTC) if it lies
-        ahead, within a step; otherwise (none planned, or passed during a lid wake) the next
-        multiple of the step: 1..step away, never 0, so a lid wake never starts a timer wake at once.
+        ahead, within a step; otherwise (none planned, or passed: a lid wake that held it took it,
+        :meth:`hold_until_ms`) the next multiple of the step: 1..step away, never 0.
         """
         st = self.state
         if not st["alarm"]:
@@ -432,6 +445,49 @@ class BinApp(AppBase):
             return due - now
         return step - now % step
 
+    def hold_until_ms(self, boot_ms):
+        """At a lid wake: the instant (RTC ms) at which it does the work of the timer wake it keeps
+        from happening, or None (it sleeps, the timer wake comes as planned).
+
+        The timer wake is the next planned reading (``next``) or, while an alarm waits, retry slot
+        (``ard``; with none planned, the multiple of the step the timer was armed for), not one
+        planned before this wake began (a second before it, for the boot before ticks start: that
+        one was not kept by the lid). If it is due within ``HOLD_MS``, or its second has begun (the
+        lid was opened within a boot before it), the lid wake waits for the instant that timer wake
+        would read the clock at, its whole second plus ``boot_ms`` (this wake's own boot, the same
+        code), and then runs as it would: the reading, the radio if due, the back-off step at an
+        unacknowledged slot. Frames, adverts and ``received_at`` are then the same as without the
+        opening, and no reading is late and no slot skipped (a second late and skipped until
+        2026-12-07). If that instant has passed (the lid opened within this wake's own few ms of
+        work before it), at once. Costs at most ``HOLD_MS`` more awake than the timer wake's boot it
+        saves (docs/privacy.md).
+        """
+        now_ms = self.clock.time_ms()
+        began = (now_ms - boot_ms) // 1000
+        st = self.state
+        w = st["next"]
+        if w < began:
+            w = None  # planned before this wake (clock moved, power lost): sleep_plan's next second
+        if st["alarm"]:
+            step = st["ars"]
+            d = st["ard"]
+            if not (d and began <= d <= now_ms // 1000 + step):
+                d = began + (-began) % step  # the first multiple of the step from this wake on
+            if w is None or d < w:
+                w = d
+        if w is None or w * 1000 - now_ms > HOLD_MS:
+            return None
+        return w * 1000 + boot_ms
+
+    async def _until_ms(self, at_ms):
+        # awake (feeding the watchdog) until the RTC shows at_ms
+        while True:
+            left = at_ms - self.clock.time_ms()
+            if left <= 0:
+                return
+            self.hw.feed()
+            await self.wake.wait_ms(min(left, self.feed_ms))
+
     def radio_due(self, now):
         """Whether a timer wake at ``now`` starts the radio before its reading.
 
@@ -439,8 +495,8 @@ class BinApp(AppBase):
         radio session reached no gateway (``gw``). Then only at the waiting alarm's retry slot: on
         the grid (a multiple of the step) once the planned slot is reached, or at once with no slot
         planned (older state) or one further than a step ahead (clock set back, as in
-        :meth:`alarm_retry_s`); a slot missed (its second taken by a lid wake) is not made up off
-        the grid at a later reading: the next slot of the grid sends. With no alarm waiting, at the
+        :meth:`alarm_retry_s`); a slot missed (the board was off) is not made up off the grid at a
+        later reading: the next slot of the grid sends. With no alarm waiting, at the
         first reading in an ``interval_s`` of the RTC grid. A reading that raises an alarm starts it
         anyway (:meth:`run_deep`). All of it depends only on readings, the alarm grid and earlier
         sessions (timer wakes), never on a lid opening.
@@ -471,8 +527,8 @@ class BinApp(AppBase):
         wake: every timer wake lands at .000 of its second (plus a constant boot time), not at the
         fraction of the second this wake went to sleep in, which after a lid wake would be set by
         the lid opening (the gateway knows to the millisecond when the bin slept: after its ACK).
-        A reading whose second has begun (a lid wake that held it) wakes at the next whole
-        second, never at once: the reading is then a second late, its chain unchanged (:meth:`record`).
+        A reading whose second has begun wakes at the next whole second, never at once (a lid wake
+        does not get here then: it takes that reading itself, :meth:`hold_until_ms`).
         """
         now_ms = self.clock.time_ms()
         now = now_ms // 1000
@@ -524,15 +580,24 @@ class BinApp(AppBase):
             linger_s: longest time to stay awake for the gateway to collect the reports.
             start_links: callable starting the links, called at timer wakes (a reading due,
                 an alarm retry slot) and at a wake that raised a tip alarm; never for a lid
-                opening (see :meth:`on_pin_wake`); at a watch reading out of a gateway's reach
-                only as :meth:`radio_due` says or when the reading raised an alarm.
+                opening (see :meth:`on_pin_wake`) except at the instant of the timer wake it kept
+                from happening, as that timer wake would (:meth:`hold_until_ms`); at a watch
+                reading out of a gateway's reach only as :meth:`radio_due` says or when the
+                reading raised an alarm.
         """
+        boot_ms = min(max(0, self.clock.ticks_ms()), BOOT_MAX_MS)  # ticks restart at the reset
         n = self.state["next"]
         self._next_s()  # a reading planned too far ahead (clock set back) is brought forward ...
         if n != self.state["next"] and not woke_by_pin:
             self.save()  # ... and kept: frequent wakes (alarm retries) must not push it on for ever
-        if not woke_by_pin or self.on_pin_wake():
-            radio = woke_by_pin or self.radio_due(self.clock.time())
+        tip = woke_by_pin and self.on_pin_wake()
+        if woke_by_pin and not tip:
+            at_ms = self.hold_until_ms(boot_ms)
+            if at_ms is not None:
+                await self._until_ms(at_ms)
+                woke_by_pin = False  # from here on the timer wake this lid wake kept from happening
+        if tip or not woke_by_pin:
+            radio = tip or self.radio_due(self.clock.time())
             if radio and start_links is not None:
                 start_links()
             before = self.alarms
