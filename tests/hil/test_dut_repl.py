@@ -55,6 +55,8 @@ def test_device_exception_carries_device_traceback(repl_peer: ReplPeer) -> None:
 
 def test_timeout_is_not_a_disconnect_and_the_session_recovers(repl_peer: ReplPeer) -> None:
     with Dut(repl_peer.path) as dut:
+        assert dut.eval("1") == 1  # in the raw REPL already: the 0.5 s are the exec's alone (entering it on a
+        # loaded machine could take them, and the timeout was then the raw REPL's)
         with pytest.raises(DeviceTimeoutError) as err:
             dut.exec("import time\ntime.sleep(2)\nprint('late')", timeout_s=0.5)
         assert err.value.operation == "exec" and err.value.timeout_s == 0.5

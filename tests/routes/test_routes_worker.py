@@ -49,7 +49,7 @@ def solver() -> Iterator[SolverProcess]:
 
 
 async def test_healthz_answers_while_a_plan_is_solved(city: CityData, solver: SolverProcess) -> None:
-    """A real gateway app: /healthz answers within a fraction of a second all through a 3 s plan.
+    """A real gateway app: /healthz answers within a fraction of the plan's time all through a 3 s plan.
     Before, the plan ran in a thread and /healthz waited for the whole search. Test fails before."""
     import aiohttp
 
@@ -82,7 +82,9 @@ async def test_healthz_answers_while_a_plan_is_solved(city: CityData, solver: So
         queries.close()
     assert resp.status == 200 and doc["stops"] == N_BINS
     assert took >= 3.0  # the search ran its whole time limit while /healthz was asked
-    assert len(gaps) >= 10 and max(gaps) < 0.6, gaps
+    # Relative, not a fixed bound (a loaded CI machine made one gap 0.62 s): before, one /healthz waited for
+    # the whole search (a gap as long as the plan took); none waits for a third of it now.
+    assert len(gaps) >= 10 and max(gaps) < took / 3, (took, gaps)
     assert solver.pid is None  # the app's cleanup stopped the worker
 
 
