@@ -31,6 +31,9 @@ MIB = 1024 * 1024
 LIMIT = 6 * MIB
 WAIT_S = 1.0
 COMMITS = 1500
+# What the gated run's -wal may reach: the limit and what the commits of one wait (and of the reads already
+# running) add. The control run without the gate must pass it, or the gated test proves nothing.
+GATED_MAX = LIMIT + 3 * MIB
 
 
 def _record(seq: int) -> ReportRecord:
@@ -99,11 +102,12 @@ async def _run(db: Path, gate: WalGate | None) -> tuple[int, dict[float, list[in
 
 
 def test_without_gate_overlapping_reads_grow_the_wal(tmp_path: Path) -> None:
-    """The auditor's finding, as the control: two always-overlapping readers, no gate: the -wal passes the limit
-    by far (what the gate test below must keep it from)."""
+    """The auditor's finding, as the control: two always-overlapping readers, no gate: the -wal passes the bound
+    the gate test below keeps it under. (Not twice the limit: on a loaded machine the readers' threads run
+    late, leave gaps in which a checkpoint resets the log, and the peak was 11.6 MiB of 12.)"""
     peak, counts, _delays, _n = asyncio.run(_run(tmp_path / "reports.sqlite", None))
     assert _n > 20 and all(b >= a for c in counts.values() for a, b in zip(c, c[1:]))
-    assert peak > 2 * LIMIT, peak / MIB
+    assert peak > GATED_MAX, peak / MIB
 
 
 def test_gate_bounds_the_wal_and_every_read_succeeds(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
@@ -111,8 +115,7 @@ def test_gate_bounds_the_wal_and_every_read_succeeds(tmp_path: Path, caplog: pyt
     gate = WalGate(db, limit_bytes=LIMIT, wait_s=WAIT_S, look_every_s=0.05)
     caplog.set_level(logging.WARNING, logger="gateway.web.wal_gate")
     peak, counts, delays, n = asyncio.run(_run(db, gate))
-    # Growth past the limit is what the commits of one wait (and of the reads already running) add.
-    assert peak < LIMIT + 3 * MIB, "peak -wal %.1f MiB" % (peak / MIB)
+    assert peak < GATED_MAX, "peak -wal %.1f MiB" % (peak / MIB)
     assert gate.waits > 0  # the gate did hold reads back (else this proves nothing)
     assert n > 20 and all(b >= a for c in counts.values() for a, b in zip(c, c[1:]))  # every read answered
     assert max(delays) <= WAIT_S + 0.5, max(delays)  # the bound on waiting holds
