@@ -9,6 +9,7 @@ from pathlib import Path
 from gateway.config.model import HttpConfig
 from gateway.config.secret_files import read_owner_only
 from gateway.config.section import Section, is_host
+from gateway.config.token_strength import token_weakness
 from gateway.web.proxies import parse_network
 
 MIN_TOKEN_LEN = 16
@@ -39,13 +40,14 @@ def parse_http(sec: Section, base: Path) -> HttpConfig | None:
 
 def read_admin_token(path: Path) -> str:
     """The admin token in ``path``, checked as at load: readable UTF-8, owner-only, at least
-    :data:`MIN_TOKEN_LEN` printable ASCII characters without spaces, not a placeholder. The web
-    surface uses it to take a replaced token file while the gateway runs.
+    :data:`MIN_TOKEN_LEN` printable ASCII characters without spaces, not a placeholder, not easy to
+    guess (:func:`gateway.config.token_strength.token_weakness`). The web surface uses it to take a
+    replaced token file while the gateway runs.
 
     Raises:
         ConfigError: key ``http.admin_token_file``; reason ``bad_path`` (missing, unreadable, not UTF-8,
-            readable by other users) or ``bad_value`` (too short, not one printable line, a placeholder).
-            The message names the file, never the token.
+            readable by other users) or ``bad_value`` (too short, not one printable line, a placeholder,
+            guessable: words, a keyboard row, a date...). The message names the file, never the token.
     """
     return _admin_token_of(Section({}, "http", None, ()), path)
 
@@ -64,6 +66,9 @@ def _admin_token_of(sec: Section, token_path: Path) -> str:
     if placeholder is not None:
         raise sec.error("http.admin_token_file", "the admin token in %s %s: it looks like a placeholder; make a"
                         " random one, e.g. openssl rand -hex 32" % (token_path, placeholder), "bad_value")
+    weakness = token_weakness(token)
+    if weakness is not None:
+        raise sec.error("http.admin_token_file", "the admin token in %s %s" % (token_path, weakness), "bad_value")
     return token
 
 

@@ -18,7 +18,7 @@ The larger sections are checked in modules of their own: ``[opendata]``
 (:mod:`gateway.config.opendata_section`), ``[mqtt]`` (:mod:`gateway.config.mqtt_section`) and
 ``[http]`` with the admin token (:mod:`gateway.config.http_section`), on :class:`gateway.config.section.Section`
 and :mod:`gateway.config.path_checks`; the names other code imports from this module
-(:func:`read_admin_token`, :func:`token_placeholder`, the limits) are importable here too.
+(:func:`read_admin_token`, :func:`token_placeholder`, :func:`token_weakness`, the limits) are importable here too.
 """
 
 from __future__ import annotations
@@ -62,6 +62,7 @@ from gateway.config.opendata_section import parse_opendata
 from gateway.config.path_checks import check_dir, check_file
 from gateway.config.section import Section
 from gateway.config.sim_clock import FollowFileError, read_follow_file
+from gateway.config.token_strength import token_weakness as token_weakness
 from gateway.errors import ConfigError as ConfigError
 from gateway.resources import load_policy
 from gateway.small_files import CONFIG_MAX, NestedTooDeeplyError, loads_toml, read_limited

@@ -1,21 +1,26 @@
-"""Admin bearer-token check (constant-time; the token never reaches a log line)."""
+"""Admin bearer-token check (constant-time; the token never reaches a log line), with the throttle of
+wrong tokens (gateway.web.admin_throttle)."""
 
 from __future__ import annotations
 
 import hmac
+import ipaddress
 import logging
 import os
 import time
+import weakref
 from pathlib import Path
 from typing import Callable
 
 from aiohttp import web
+from prometheus_client import CollectorRegistry, Counter
 
-from gateway.config.loader import read_admin_token, token_placeholder
+from gateway.config.loader import read_admin_token, token_placeholder, token_weakness
 from gateway.errors import ConfigError
 from gateway.log_limit import LogLimiter, more_since
-from gateway.web.errors import Unauthorized, Unavailable
-from gateway.web.forwarded import client_label
+from gateway.web.admin_throttle import GLOBAL_WRONG_PER_S, SCOPES, AdminThrottle, Refusal
+from gateway.web.errors import Unauthorized, Unavailable, WebError
+from gateway.web.forwarded import TRUSTED_PROXIES_KEY, VIA_PROXY, client_label
 from gateway.web.logsafe import shown_path
 
 logger = logging.getLogger(__name__)
@@ -32,7 +37,9 @@ TOKEN_SETTLE_S = 1.0
 
 
 def token_problem(token: str) -> str | None:
-    """Why ``token`` cannot be the admin token, or None (the config loader checks the same)."""
+    """Why ``token`` cannot be the admin token, or None (the config loader checks the same, and a token
+    file read while the gateway runs is checked by the loader's :func:`read_admin_token`): too short, a
+    placeholder, or easy to guess (:func:`gateway.config.token_strength.token_weakness`)."""
     token = token.strip()
     if len(token) < MIN_TOKEN_CHARS:
         return "admin token must be at least %d characters" % MIN_TOKEN_CHARS
@@ -40,7 +47,63 @@ def token_problem(token: str) -> str | None:
     if placeholder is not None:
         return ("admin token %s: it looks like a placeholder; make a random one, e.g. openssl rand -hex 32"
                 % placeholder)
+    weakness = token_weakness(token)
+    if weakness is not None:
+        return "admin token %s" % weakness
     return None
+
+
+class AdminThrottled(WebError):
+    """An admin call not checked because of wrong tokens (429 ``admin_throttled``, with ``Retry-After``)."""
+
+    status = 429
+    default_code = "admin_throttled"
+
+    def __init__(self, message: str, retry_after_s: int) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+    def headers(self) -> dict[str, str]:
+        """``Retry-After``: whole seconds until the client's next token is compared."""
+        return {"Retry-After": str(self.retry_after_s)}
+
+
+def throttle_client(request: web.Request) -> str:
+    """The key :class:`AdminThrottle` counts ``request``'s wrong tokens under: its client's address as
+    gateway.web.forwarded decides it (behind a proxy of ``[http] trusted_proxies``, the address the proxy
+    names; also before that middleware ran, as for ``Expect: 100-continue``), an IPv6 address by its /64
+    (one machine is usually given a whole /64 to pick addresses from)."""
+    remote = request.remote
+    proxies = request.app.get(TRUSTED_PROXIES_KEY) if request.get(VIA_PROXY) is None else None
+    if proxies is not None:
+        remote = proxies.client(remote, request.headers.getall("X-Forwarded-For", ()))
+    try:
+        address = ipaddress.ip_address(remote or "")
+    except ValueError:
+        return remote or "unknown address"
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is not None:
+            return str(address.ipv4_mapped)
+        return str(ipaddress.IPv6Network((address, 64), strict=False))
+    return str(address)
+
+
+# The throttle counter of each metrics registry (one per gateway; several apps may share one).
+_THROTTLED: "weakref.WeakKeyDictionary[CollectorRegistry, Counter]" = weakref.WeakKeyDictionary()
+
+
+def throttled_counter(registry: CollectorRegistry) -> Counter:
+    """``civicedge_admin_throttled_total{scope}`` on ``registry`` (made once, both scopes at 0): admin calls
+    answered 429 ``admin_throttled``, by ``client`` (its own wrong tokens) or ``global`` (all clients')."""
+    counter = _THROTTLED.get(registry)
+    if counter is None:
+        counter = Counter("civicedge_admin_throttled", "Admin calls answered 429 admin_throttled without their"
+                          " token being compared, by scope (client: its own wrong tokens; global: all clients')",
+                          ["scope"], registry=registry)
+        for scope in SCOPES:
+            counter.labels(scope=scope)
+        _THROTTLED[registry] = counter
+    return counter
 
 
 def _file_state(st: os.stat_result) -> tuple[int, int, int, int, int]:
@@ -77,6 +140,12 @@ class AdminToken:
     WARNING (remote address, path, reason; never the presented token), at most one line per
     :data:`REFUSED_LOG_EVERY_S` counting the others, so guessing is visible without flooding the log.
 
+    Wrong tokens are throttled (:attr:`throttle`, gateway.web.admin_throttle): after
+    :data:`~gateway.web.admin_throttle.FREE_WRONG_TOKENS` from one client, or past the global budget, a call
+    is answered 429 ``admin_throttled`` with ``Retry-After`` before its token is compared, counted in
+    ``civicedge_admin_throttled_total{scope}`` and logged as the other refusals are (a line of its own
+    kind, at most one per :data:`REFUSED_LOG_EVERY_S`).
+
     With ``path`` (the ``[http] admin_token_file``), a token file replaced or rewritten while the
     gateway runs is taken without a restart: the file is stat'ed at most every :data:`TOKEN_RECHECK_S`
     (on an admin call or a ``/healthz``), and once a change has stayed the same for
@@ -94,9 +163,14 @@ class AdminToken:
     ``token_file_unusable`` until a usable file is back, with an ERROR naming the problem once per
     change of the file and :attr:`problem` set (a ``/healthz`` reason).
 
+    Args:
+        token: the admin token, or None to refuse every admin call.
+        clock: monotonic time of the file checks, the log limits and the throttle.
+        path: the file ``token`` was read from (followed while the gateway runs).
+
     Raises:
-        ValueError: the token is shorter than 16 characters or a placeholder (fewer than 4 distinct
-            characters, or a unit of at most 4 repeated).
+        ValueError: the token is shorter than 16 characters, a placeholder (fewer than 4 distinct
+            characters, or a unit of at most 4 repeated) or easy to guess (:func:`token_problem`).
     """
 
     def __init__(self, token: str | None, clock: Callable[[], float] = time.monotonic, *,
@@ -107,7 +181,9 @@ class AdminToken:
                 raise ValueError(problem)
         self._token = token.strip().encode() if token is not None else None
         self._refused_log = LogLimiter(REFUSED_LOG_EVERY_S, clock)
+        self._throttled_log = LogLimiter(REFUSED_LOG_EVERY_S, clock)
         self._clock = clock
+        self.throttle = AdminThrottle(clock)
         # Only a gateway started with a token follows its file (without one the admin API is off).
         self._path = path if token is not None else None
         self._state: tuple[int, int, int, int, int] | None = None  # of the file the token in use came from
@@ -219,17 +295,24 @@ class AdminToken:
         # Header bytes that are not UTF-8 arrive as surrogates: encode them back, never raise (a 500).
         return hmac.compare_digest(presented.strip().encode("utf-8", "surrogateescape"), self._token)
 
-    def accepts(self, request: web.BaseRequest) -> bool:
-        """True when :meth:`check` would let ``request`` through; logs nothing (a refusal is logged once,
-        by :meth:`check`). Whether to send ``100 Continue`` to an admin call (gateway.web.app)."""
+    def accepts(self, request: web.Request) -> bool:
+        """True when :meth:`check` would let ``request`` through; logs and counts nothing (a refusal is
+        logged and counted once, by :meth:`check`, which runs after it). Whether to send ``100 Continue``
+        to an admin call (gateway.web.app): a throttled call gets none whatever its token (the ``100``
+        would otherwise tell a right guess from a wrong one)."""
         scheme, _, presented = request.headers.get("Authorization", "").partition(" ")
         self.refresh()
         if self._token is None or self._problem is not None or scheme.lower() != "bearer" or not presented:
             return False
+        if self.throttle.refusal(throttle_client(request)) is not None:
+            return False
         return self._matches(presented)
 
     def check(self, request: web.Request) -> None:
-        """Raise :class:`Unauthorized` unless the request carries the admin bearer token."""
+        """Raise unless the request carries the admin bearer token: :class:`Unauthorized` (401) without it
+        or with a wrong one, :class:`AdminThrottled` (429) while its client, or every client, is
+        throttled (the token is not compared then), :class:`Unavailable` (503) while the token file is
+        unusable."""
         header = request.headers.get("Authorization", "")
         scheme, _, presented = header.partition(" ")
         self.refresh()
@@ -237,7 +320,41 @@ class AdminToken:
             raise Unauthorized("admin API disabled: no admin token configured", code="admin_disabled")
         if self._problem is not None:
             raise Unavailable(self._problem, code="token_file_unusable")
+        registry = _metrics_registry(request)
+        counter = None if registry is None else throttled_counter(registry)  # the series shows from the first call
+        client = throttle_client(request)
+        refusal = self.throttle.refusal(client)
+        if refusal is not None:
+            if counter is not None:
+                counter.labels(scope=refusal.scope).inc()
+            raise self._throttled(request, refusal)
         if scheme.lower() != "bearer" or not presented:
             raise self._refuse(request, "missing bearer token (Authorization: Bearer <token>)", "missing_token")
         if not self._matches(presented):
+            self.throttle.wrong(client)
             raise self._refuse(request, "wrong admin token", "wrong_token")
+        self.throttle.right(client)
+
+    def _throttled(self, request: web.Request, refusal: Refusal) -> AdminThrottled:
+        if refusal.scope == "client":
+            why = ("%d wrong admin tokens in a row from this client: its next token is compared in %d s"
+                   % (refusal.wrong_tokens, refusal.retry_after_s))
+        else:
+            why = ("more than %g wrong admin tokens a second from all clients: tokens are compared again in %d s"
+                   " (a client that presented the right token within the last day is still checked)"
+                   % (GLOBAL_WRONG_PER_S, refusal.retry_after_s))
+        skipped = self._throttled_log.allow()
+        if skipped is not None:
+            logger.warning("refused an admin call from %s to %s %s: admin_throttled (%s)%s", client_label(request),
+                           request.method, shown_path(request), why, more_since(skipped, "throttled admin calls"))
+        return AdminThrottled(why + "; the token was not checked", refusal.retry_after_s)
+
+
+def _metrics_registry(request: web.Request) -> CollectorRegistry | None:
+    """The metrics registry of the app serving ``request`` (None when it has none)."""
+    # Imported here: gateway.web.context holds the AdminToken of each app, and so imports this module.
+    from gateway.web.context import CONTEXT_KEY
+
+    ctx = request.app.get(CONTEXT_KEY)
+    registry = None if ctx is None else ctx.metrics_registry
+    return registry if isinstance(registry, CollectorRegistry) else None

@@ -108,6 +108,10 @@ def _od_ok(description: str, media: str, schema: dict[str, Any] | None = None,
     ok["headers"] = _OD_HEADERS
     return ok
 _AUTH = _err("missing or wrong bearer token")
+# Every admin operation: wrong tokens are throttled before the token is compared (gateway.web.admin_throttle).
+_THROTTLED = {**_err("too many wrong admin tokens from this client, or from all clients in the last second (code "
+                     "`admin_throttled`); the token was not checked"),
+              "headers": {"Retry-After": _hdr("seconds until this client's token is compared again")}}
 _STORE = _err("the store cannot be read right now (code `backend_unavailable`) or did not answer within 60 s "
               "(`store_timeout`)")
 _ADMIN: list[dict[str, list[str]]] = [{"bearerAuth": []}]
@@ -228,10 +232,10 @@ def _document(policy: Mapping[str, Any]) -> dict[str, Any]:
                 "type": "object", "required": ["devices", "count"],
                 "properties": {"devices": {"type": "array", "items": {"$ref": "#/components/schemas/AdminDevice"}},
                                "count": {"type": "integer"}}}),
-                          "400": _BAD, "401": _AUTH, "503": _STORE}}},
+                          "400": _BAD, "401": _AUTH, "429": _THROTTLED, "503": _STORE}}},
         "/api/admin/devices/{device_id}/revoke": {"post": {
             "summary": "Revoke a device's key", "tags": ["admin"], "security": _ADMIN, "parameters": [_DEVICE],
-            "responses": {"200": _ok("revoked"), "400": _BAD, "401": _AUTH, "404": _err("unknown device"),
+            "responses": {"200": _ok("revoked"), "400": _BAD, "401": _AUTH, "429": _THROTTLED, "404": _err("unknown device"),
                           "409": _err("already revoked"), "503": _err("no registry attached")}}},
         "/api/admin/devices/{device_id}/retire": {"post": {
             "summary": "Retire a device whose board left this gateway (moved to another gateway, or taken out of "
@@ -243,14 +247,14 @@ def _document(policy: Mapping[str, Any]) -> dict[str, Any]:
                            "/opendata/readings.csv until their retention ends: `open_data` says so. `/reinstate` "
                            "takes it back. A revoked device is not retired (409 `revoked`).",
             "tags": ["admin"], "security": _ADMIN, "parameters": [_DEVICE],
-            "responses": {"200": _ok("retired", schema=_retirement(True)), "400": _BAD, "401": _AUTH, "404": _err("unknown device"),
+            "responses": {"200": _ok("retired", schema=_retirement(True)), "400": _BAD, "401": _AUTH, "429": _THROTTLED, "404": _err("unknown device"),
                           "409": _err("already retired (`already_retired`) or revoked (`revoked`)"),
                           "503": _err("no registry attached")}}},
         "/api/admin/devices/{device_id}/reinstate": {"post": {
             "summary": "Take a retired device back: its frames are accepted again, under the key it kept, and its "
                        "entity is back in the open-data listings",
             "tags": ["admin"], "security": _ADMIN, "parameters": [_DEVICE],
-            "responses": {"200": _ok("reinstated", schema=_retirement(False)), "400": _BAD, "401": _AUTH, "404": _err("unknown device"),
+            "responses": {"200": _ok("reinstated", schema=_retirement(False)), "400": _BAD, "401": _AUTH, "429": _THROTTLED, "404": _err("unknown device"),
                           "409": _err("not retired (`not_retired`) or revoked (`revoked`)"),
                           "503": _err("no registry attached")}}},
         "/api/admin/devices/{device_id}": {"put": {
@@ -270,7 +274,7 @@ def _document(policy: Mapping[str, Any]) -> dict[str, Any]:
                                    "description": "with replace: compare-and-swap, replace only while the device "
                                                   "holds the key of this SHA-256 (hex), else 409 `conflict`; an id "
                                                   "not registered is 404 `unknown_device`, never added"}}}}}},
-            "responses": {"201": _ok("added"), "200": _ok("unchanged or replaced"), "400": _BAD, "401": _AUTH,
+            "responses": {"201": _ok("added"), "200": _ok("unchanged or replaced"), "400": _BAD, "401": _AUTH, "429": _THROTTLED,
                           "404": _err("with expect_key_sha256: the id is not registered (`unknown_device`)"),
                           "408": _err("body not received in time"),
                           "409": _err("registered with another key (without replace, or not the one "
@@ -287,7 +291,7 @@ def _document(policy: Mapping[str, Any]) -> dict[str, Any]:
                 "properties": {"lat": _COORDINATE, "lon": _COORDINATE,
                                "zone": {"type": "string", "description": "new zone (default: unchanged)"}}}}}},
             "responses": {"200": _ok("moved or unchanged, with the new and the previous place"), "400": _BAD,
-                          "401": _AUTH, "404": _err("unknown device"), "408": _err("body not received in time"),
+                          "401": _AUTH, "429": _THROTTLED, "404": _err("unknown device"), "408": _err("body not received in time"),
                           "409": _err("the device is revoked"), "413": _err("body too large"),
                           "503": _err("no registry attached")}}},
         "/api/admin/devices/{device_id}/seq": {"get": {
@@ -300,18 +304,18 @@ def _document(policy: Mapping[str, Any]) -> dict[str, Any]:
                 "type": "object", "required": ["device", "highest_seq"],
                 "properties": {"device": {"type": "string"},
                                "highest_seq": {"type": "integer", "minimum": 0, "maximum": 4294967295}}}),
-                          "400": _BAD, "401": _AUTH, "404": _err("unknown device (code `unknown_device`)"),
+                          "400": _BAD, "401": _AUTH, "429": _THROTTLED, "404": _err("unknown device (code `unknown_device`)"),
                           "503": _err("no registry attached, or the store did not answer in time "
                                       "(`store_timeout`)")}}},
         "/api/admin/devices/{device_id}/rotate-key": {"post": {
             "summary": "Generate a new device key; the answer says where it was written, never the key",
             "tags": ["admin"], "security": _ADMIN, "parameters": [_DEVICE],
-            "responses": {"200": _ok("rotated"), "400": _BAD, "401": _AUTH, "404": _err("unknown device"),
+            "responses": {"200": _ok("rotated"), "400": _BAD, "401": _AUTH, "429": _THROTTLED, "404": _err("unknown device"),
                           "409": _err("the device is revoked"), "503": _err("no registry attached")}}},
         "/api/admin/retention": {
             "get": {"summary": "Effective retention per kind and field, and the policy maximum",
                     "tags": ["admin"], "security": _ADMIN,
-                    "responses": {"200": _ok("retention"), "400": _BAD, "401": _AUTH,
+                    "responses": {"200": _ok("retention"), "400": _BAD, "401": _AUTH, "429": _THROTTLED,
                                   "503": _err("no registry attached")}},
             "put": {"summary": "Set the retention of one field (1..policy maximum days)",
                     "tags": ["admin"], "security": _ADMIN,
@@ -321,7 +325,7 @@ def _document(policy: Mapping[str, Any]) -> dict[str, Any]:
                                        "days": {"type": "integer", "minimum": 1}}}}}},
                     "responses": {"200": _ok("updated retention: kind, field, days, retention_days, and "
                                              "`warning` when days is shorter than [retention] interval_s (its "
-                                             "values outlive it by up to the interval)"), "400": _BAD, "401": _AUTH,
+                                             "values outlive it by up to the interval)"), "400": _BAD, "401": _AUTH, "429": _THROTTLED,
                                   "408": _err("body not received in time"), "413": _err("body too large"),
                                   "503": _err("no registry attached")}}},
         "/opendata": {"get": {"summary": "Open-data catalogue: title, description, publisher, contact, keywords, "

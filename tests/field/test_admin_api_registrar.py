@@ -18,7 +18,7 @@ from hil.field.errors import GatewayRegistrationError
 from hil.field.identity import new_identity
 from hil.field.registration import AdminApiRegistrar, Registration
 
-TOKEN = "registrar-test-token-0123456789"
+TOKEN = "b12b3d3f466f6881acc7d2d6f584f3bb"
 
 
 @pytest.fixture

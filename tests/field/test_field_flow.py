@@ -25,7 +25,7 @@ BOARD = "streetlight-esp32"
 async def test_empty_board_to_first_accepted_report(tmp_path: Path, sim_available: None) -> None:
     board = VirtualBoard(BOARD, flash_dir=tmp_path / "flash", install=False, speed=100)
     await board.start()
-    gw = GatewayProcess(workdir=tmp_path / "gw", serial_ports=[], http=True, admin_token="field-admin-token-0123456789")
+    gw = GatewayProcess(workdir=tmp_path / "gw", serial_ports=[], http=True, admin_token="19838cffb344f08240115aa532e608ce")
     try:
         assert not (tmp_path / "flash" / "main.py").exists()
         port = board.console_path

@@ -29,7 +29,7 @@ from hil.pytest_plugin.gateway_process import GatewayProcess
 from hil.sim.board import VirtualBoard
 from hil.tcp_ports import PortRange
 
-TOKEN = "seq-floor-admin-token-0123456789"
+TOKEN = "0fcd430edc7fb448e0c5a966818a0aef"
 PORTS = PortRange(18400, 18449)  # this suite's share of the machine's ports
 GATEWAY_ID = "gw-hil"
 _NEXT_SEQ = "from civic.store.seq import SeqCounter\nprint(repr(SeqCounter('/seq.bin').next()))"

@@ -56,7 +56,7 @@ def test_empty_port(command: list[str], capsys: pytest.CaptureFixture[str]) -> N
 
 def test_admin_token_file_readable_by_others_is_warned(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     token = tmp_path / "admin.token"
-    token.write_text("field-admin-token-0123456789\n")
+    token.write_text("7b2d083c95376b1dc5c46d8b982458ba\n")
     token.chmod(0o644)
     rc = civicedge_main(_provision(tmp_path, "--gateway", "http://127.0.0.1:9", "--token-file", str(token)))
     err = " ".join(capsys.readouterr().err.split())

@@ -27,7 +27,7 @@ from hil.field.provision_cmd import _provision_stopped
 from hil.field.provision_write import PART_PATH, gateway_holds_own_key, restore_through, undo_failed_write
 from hil.field.registration import AdminApiRegistrar, Registration
 
-TOKEN = "restore-cas-admin-token-01234567"
+TOKEN = "bd5bdbc89178fdb3db9e380a32819eab"
 FIELDS = dict(kind="streetlight", zone="centre", lat="52.37", lon="4.89")
 
 

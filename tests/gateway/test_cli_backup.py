@@ -22,7 +22,7 @@ from gateway.storage import ReportRecord, ReportStore
 from gateway.storage.provenance import export_chain_summary, verify_export_summary
 from hil.cli.main import main
 
-TOKEN = "t0ken-" + "x" * 40
+TOKEN = "t0ken-a1fe2ac6ee072f1a29a9067d6596279288855bf3"
 RETENTION = '{"overrides": []}\n'
 
 

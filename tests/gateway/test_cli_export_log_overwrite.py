@@ -15,7 +15,7 @@ from gateway.storage import ReportRecord, ReportStore
 from gateway.storage.provenance import verify_export_summary
 from hil.cli.main import main
 
-TOKEN = "t0ken-" + "q7" * 20
+TOKEN = "t0ken-19ab4c335cf9770a637463c5be3003fef0bca803"
 
 
 def record(seq: int) -> ReportRecord:

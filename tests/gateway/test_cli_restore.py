@@ -20,7 +20,7 @@ from gateway.registry import Registry
 from gateway.storage import ReportRecord, ReportStore
 from hil.cli.main import main
 
-TOKEN = "t0ken-" + "r" * 40
+TOKEN = "t0ken-6aeb7ea520de1d77ce7ed49b5d4f31e99fd37a29"
 RETENTION = '{"overrides": []}\n'
 PORT = 18401  # `run --check` binds the HTTP port: each test that runs it has its own (18401..)
 

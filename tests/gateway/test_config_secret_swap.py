@@ -12,8 +12,8 @@ from gateway.config import load_config
 from gateway.config.loader import read_admin_token
 from gateway.errors import ConfigError
 
-OPEN_TOKEN = "readable-by-all-0123456789"
-PRIVATE_TOKEN = "owner-only-abcdef987654"
+OPEN_TOKEN = "a6fc3b1077ee9c5f2fb7c30db32e85fa"
+PRIVATE_TOKEN = "21eeb7a56332dafb44f18867ab8cdbee"
 
 
 def _swap_after_open(monkeypatch: pytest.MonkeyPatch, target: Path, replacement: Path) -> None:

@@ -32,7 +32,7 @@ async def pump_until(dev: PtyDevice, device: str, seq: int, timeout: float = 10.
 
 async def test_metrics_health_and_retention(tmp_path: Path) -> None:
     dev = PtyDevice(KEYS)
-    (tmp_path / "admin.token").write_text("s3cret-token-0123456789\n")
+    (tmp_path / "admin.token").write_text("4424e6724442dd8679c6bbe6a9001824\n")
     (tmp_path / "admin.token").chmod(0o600)
     cfg_path = make_env(tmp_path, serial=(dev.path,))
     text = cfg_path.read_text().replace("[http]\nenabled = false", "[http]\nport = 0\nadmin_token_file = \"admin.token\"\n"
@@ -75,7 +75,7 @@ async def test_metrics_health_and_retention(tmp_path: Path) -> None:
             assert time.monotonic() < end, q.reports(device="bin-1")[0]
             await asyncio.sleep(0.1)
         assert [r.m for r in q.reports(device="bin-1")[1:]] == [{"bat": 20, "temp": 12}, {"fill": 30}]
-        assert "s3cret-token-0123456789" not in metrics
+        assert "4424e6724442dd8679c6bbe6a9001824" not in metrics
     finally:
         await gw.stop()
         dev.close()

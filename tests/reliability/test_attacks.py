@@ -25,7 +25,7 @@ from gateway.web.app import create_app, start_http
 
 from .support import KEYS, AckLink, body_for, report, settle
 
-ADMIN_TOKEN = "reliability-admin-token-0123456789"
+ADMIN_TOKEN = "7befa5ca97403001561e416672a8c800"
 
 
 class Gateway:

@@ -25,7 +25,7 @@ NOW = 1795262400
 # mark of the entities at NOW, 12:00, so they show them at NOW; the CSV, whose marks are at hh:05, from
 # 12:05).
 RECEIVED_AT = NOW - 5
-ADMIN_TOKEN = "test-admin-token-0123456789abcdef"
+ADMIN_TOKEN = "d89e659708e32109fc2ee8ebffcfb55c"
 # Hypothesis examples and fuzz rounds; CIVICEDGE_FULL=1 scales them up.
 EXAMPLES = 1000 if os.environ.get("CIVICEDGE_FULL") == "1" else 60
 

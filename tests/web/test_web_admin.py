@@ -47,6 +47,9 @@ async def test_admin_without_the_right_token_is_401(
         challenge = resp.headers["WWW-Authenticate"]
         assert challenge.startswith("Bearer realm=")
         assert ('error="invalid_token"' in challenge) == (code == "wrong_token"), challenge
+        # The right token in between: more than FREE_WRONG_TOKENS wrong ones in a row are answered 429 unchecked
+        # (tests/web/test_web_admin_throttle.py); a read-only call, so nothing below can have been changed by it.
+        assert (await client.get("/api/admin/retention", headers=admin_headers())).status == 200
     # Nothing changed behind a refused call.
     assert fleet.registry.lookup("sl-09") is None
     assert not fleet.registry.get("sl-01").revoked

@@ -78,6 +78,8 @@ async def test_a_replaced_token_file_takes_effect_without_a_restart(
 
 @pytest.mark.parametrize(("content", "mode", "why"), [
     ("aaaaaaaaaaaaaaaaaaaaaaaa\n", 0o600, "looks like a placeholder"),
+    # guessable (the audit's example): taken before, as 16 characters that are no placeholder
+    ("password12345678\n", 0o600, "too easy to guess"),
     (NEW_TOKEN + "\n", 0o644, "is readable by other users (mode 644); run: chmod 600"),
     (None, 0o600, "cannot be read (No such file or directory)"),
 ])

@@ -1,0 +1,140 @@
+"""Throttling of admin calls with a wrong token: per client, and for all clients together.
+
+Without it a client guessed admin tokens as fast as the gateway answered (a security audit measured
+about 2,700 a second), and the only trace was one log line per 10 s. The decision is taken before the
+presented token is compared: a throttled call is answered 429 ``admin_throttled`` with ``Retry-After``
+whatever its token, so a guess sent meanwhile learns nothing (were a right token still let through, a
+429 would say "wrong" as well as a 401 does, and the throttle would not slow guessing at all).
+
+* **Per client** (its address, behind a proxy of ``[http] trusted_proxies`` the one the proxy names; an
+  IPv6 client by its /64, the block one machine is usually given): :data:`FREE_WRONG_TOKENS` wrong tokens
+  are answered 401 as before; the last of them starts a pause of :data:`FIRST_PAUSE_S`, and each wrong token
+  after a pause starts one twice as long, up to :data:`MAX_PAUSE_S`. A guesser at one address then gets
+  one guess a minute. A right token ends it for that client; a client that sent no wrong token for
+  :data:`FORGET_AFTER_S` starts afresh.
+* **All clients** (guessing from many addresses): at most :data:`GLOBAL_WRONG_PER_S` wrong tokens a
+  second (bursts of :data:`GLOBAL_BURST`) are compared. Beyond that, a call is answered 429 without
+  its token being compared, **except** from a client that presented the right token within
+  :data:`KNOWN_GOOD_S`: the operator's own machine keeps working while someone guesses from elsewhere
+  (its wrong tokens still count, and its own per-client throttle still applies). A guesser cannot join
+  those clients without the token. An operator at a new address while a distributed guesser keeps the
+  budget used up retries after ``Retry-After`` (maybe several times), or calls from a machine that
+  presented the token within the day.
+
+Memory is bounded: at most :data:`MAX_CLIENTS` clients are tracked (the one idle longest is forgotten
+first) and :data:`MAX_KNOWN_GOOD` known-good ones. The global budget bounds how fast new clients can be
+added (each needs a compared wrong token), so forgetting one early does not let a guesser out-run it.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Callable, Literal
+
+FREE_WRONG_TOKENS = 5
+FIRST_PAUSE_S = 1.0
+MAX_PAUSE_S = 60.0
+FORGET_AFTER_S = 900.0
+MAX_CLIENTS = 4096
+GLOBAL_WRONG_PER_S = 10.0
+GLOBAL_BURST = 20.0
+KNOWN_GOOD_S = 86400.0
+MAX_KNOWN_GOOD = 256
+
+Scope = Literal["client", "global"]
+SCOPES: tuple[Scope, ...] = ("client", "global")
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """Why a call is not checked now: its client's pause (``client``) or the global budget (``global``),
+    and in how many whole seconds (at least 1) to try again."""
+
+    scope: Scope
+    retry_after_s: int
+    wrong_tokens: int  # the client's wrong tokens in a row (``client``); 0 for ``global``
+
+
+@dataclass
+class _Client:
+    wrong: int = 0  # wrong tokens since the client was last forgotten or sent the right one
+    pause_s: float = FIRST_PAUSE_S  # the next pause
+    until: float = 0.0  # no token of this client is compared before this time
+    last: float = 0.0  # its last wrong token
+
+
+class AdminThrottle:
+    """Decides whether an admin call's token may be compared now (module doc), on a monotonic ``clock``.
+
+    Call :meth:`refusal` before comparing; then :meth:`wrong` or :meth:`right` with the outcome. Clients
+    are opaque keys (gateway.web.auth makes them from the address).
+    """
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._clients: OrderedDict[str, _Client] = OrderedDict()  # oldest wrong token first
+        self._known_good: OrderedDict[str, float] = OrderedDict()  # when each last presented the right token
+        self._budget = GLOBAL_BURST
+        self._budget_at = clock()
+
+    def refusal(self, client: str) -> Refusal | None:
+        """None when ``client``'s token may be compared now, else why not and for how long. Changes no
+        count (also what decides whether to send ``100 Continue``)."""
+        now = self._clock()
+        record = self._record(client, now)
+        if record is not None and now < record.until:
+            return Refusal("client", max(1, math.ceil(record.until - now)), record.wrong)
+        if self._refill(now) < 1.0 and not self._is_known_good(client, now):
+            return Refusal("global", max(1, math.ceil((1.0 - self._budget) / GLOBAL_WRONG_PER_S)), 0)
+        return None
+
+    def wrong(self, client: str) -> None:
+        """``client`` presented a wrong token (it was compared): count it; the last free one starts a pause."""
+        now = self._clock()
+        self._budget = max(0.0, self._refill(now) - 1.0)
+        record = self._record(client, now)
+        if record is None:
+            while len(self._clients) >= MAX_CLIENTS:
+                self._clients.popitem(last=False)
+            record = self._clients[client] = _Client()
+        self._clients.move_to_end(client)
+        record.wrong += 1
+        record.last = now
+        if record.wrong >= FREE_WRONG_TOKENS:
+            record.until = now + record.pause_s
+            record.pause_s = min(record.pause_s * 2.0, MAX_PAUSE_S)
+
+    def right(self, client: str) -> None:
+        """``client`` presented the right token: its count ends, and it is known good for :data:`KNOWN_GOOD_S`."""
+        self._clients.pop(client, None)
+        self._known_good.pop(client, None)
+        while len(self._known_good) >= MAX_KNOWN_GOOD:
+            self._known_good.popitem(last=False)
+        self._known_good[client] = self._clock()
+
+    def tracked(self) -> int:
+        """How many clients have a count of wrong tokens (at most :data:`MAX_CLIENTS`)."""
+        return len(self._clients)
+
+    def _record(self, client: str, now: float) -> _Client | None:
+        """``client``'s count, or None (never counted, or forgotten: idle for :data:`FORGET_AFTER_S`). Forgets the
+        idle ones at the front on the way (the dict is in order of the last wrong token)."""
+        while self._clients:
+            oldest = next(iter(self._clients.values()))
+            if now - oldest.last < FORGET_AFTER_S:
+                break
+            self._clients.popitem(last=False)
+        return self._clients.get(client)
+
+    def _is_known_good(self, client: str, now: float) -> bool:
+        at = self._known_good.get(client)
+        return at is not None and now - at < KNOWN_GOOD_S
+
+    def _refill(self, now: float) -> float:
+        """The global budget now (wrong tokens that may still be compared), refilled since the last look."""
+        self._budget = min(GLOBAL_BURST, self._budget + max(0.0, now - self._budget_at) * GLOBAL_WRONG_PER_S)
+        self._budget_at = now
+        return self._budget
