@@ -69,11 +69,17 @@ def csv_published_at(received_at: float) -> int:
 
 def csv_removal_mark(removed_at: float) -> int:
     """What a CSV range retention removed values from at ``removed_at`` is dated no earlier than (its
-    ``Last-Modified``): the minute after the last CSV mark at or before it. Later than any date the range had
-    before the removal (a body served before it holds reports published at that mark at the latest), and no
-    finer than the marks: it says which hour the removal was in, not its minute. (A request in the minute of
-    the mark itself gets that minute, its ``Date``: the next request after it gets this.)"""
-    return csv_mark(removed_at) + 60
+    ``Last-Modified``, before the ``Date`` bound): the minute after the removal's own minute, which is never
+    earlier than the minute after the last CSV mark at or before it (hh:06). Later than any date the range had
+    before the removal (a body served before it holds reports published at that mark at the latest, and was
+    served, so dated, before ``removed_at``), and later than the date of a copy fetched after an earlier
+    removal of the same hour (a pass every 10 minutes, or one pass's batches with requests served between
+    them): dating every removal of an hour hh:06 let ``wget -N``/``curl -z`` keep the copy fetched between
+    them (review H1). The minute is the gateway's retention schedule (its start, ``[retention] interval_s``
+    and how many rows a pass goes through), not anyone's activity: retention removes values by their period's
+    age alone."""
+    t = int(removed_at)
+    return max(csv_mark(t) + 60, t - t % 60 + 60)
 
 
 # The store's ``meta`` key prefix of what each kind of public answer (``entities``, ``csv``) published last

@@ -26,7 +26,7 @@ TODAY = NOW - NOW % DAY
 A = f"/opendata/readings.csv?from={A_FROM}&to={A_TO}"
 B = f"/opendata/readings.csv?from={B_FROM}&to={B_TO}"
 SPEND = f"/opendata/privacy-budget.csv?from={TODAY}&to={TODAY + DAY}"
-REMOVED_AT = NOW + 6 * DAY + 1800  # 12:30, six days on: the removal is dated 12:06 (the 12:05 mark's minute after)
+REMOVED_AT = NOW + 6 * DAY + 1800  # 12:30, six days on: the removal is dated 12:31 (the minute after its own)
 
 
 def _fields(text: str) -> set[str]:
@@ -55,11 +55,11 @@ async def test_retention_removing_values_of_a_range_moves_its_last_modified_forw
 
         a1 = await c.get(A, headers={"If-None-Match": a0.headers["ETag"]})
         assert a1.status == 200 and "lux" not in _fields(await a1.text())
-        # Before the fix: still 14:05 (a wget -N copy with lux kept). Now: the minute after the removal's mark.
-        assert last_modified(a1) == NOW + 6 * DAY + 360 > last_modified(a0)
+        # Before the fix: still 14:05 (a wget -N copy with lux kept). Now: the minute after the removal's.
+        assert last_modified(a1) == NOW + 6 * DAY + 1860 > last_modified(a0)
         s1 = await c.get(SPEND, headers={"If-None-Match": s0.headers["ETag"]})
         assert s1.status == 200 and "mot" not in await s1.text()
-        assert last_modified(s1) == NOW + 6 * DAY + 360 > last_modified(s0)
+        assert last_modified(s1) == NOW + 6 * DAY + 1860 > last_modified(s0)
 
         # A range retention did not touch keeps its date (its ETag moves with the store's data version).
         b1 = await c.get(B)
