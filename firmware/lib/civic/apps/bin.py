@@ -387,13 +387,30 @@ class BinApp(AppBase):
         self.save()
 
     def _next_s(self, now=None):
-        # The next reading is never more than one interval away: a clock set back (time sync)
-        # would otherwise leave a reading planned far in the future (a bin asleep for days).
+        # Seconds to the next reading, never more than one interval: a clock set back (time sync)
+        # would otherwise leave a reading planned far in the future (a bin asleep for days). Only
+        # reads the plan: re-planning it is replan's, which a lid wake never calls.
         if now is None:
             now = self.clock.time()
-        if self.state["next"] > now + self.interval_s:
-            self.state["next"] = now + self.interval_s
-        return self.state["next"] - now
+        return min(self.state["next"], now + self.interval_s) - now
+
+    def replan(self, now=None):
+        """Bring a reading planned more than ``interval_s`` ahead (the clock was set back) to one
+        interval from ``now``; return whether the plan changed (the caller saves).
+
+        Called only where the clock may have been set back and the time is not a lid opening's: at
+        the start of a timer wake or a boot, and after a radio session (an ACK's time sync steps the
+        clock back there, :meth:`session`). A lid wake never re-plans (it saves its state, and a
+        plan from its own time would move every later reading and radio start with the opening):
+        after the session that stepped the clock back it finds the plan already made and saved.
+        """
+        if now is None:
+            now = self.clock.time()
+        st = self.state
+        if st["next"] > now + self.interval_s:
+            st["next"] = now + self.interval_s
+            return True
+        return False
 
     def due(self):
         """Whether the next reading is due."""
@@ -467,7 +484,11 @@ class BinApp(AppBase):
         st = self.state
         w = st["next"]
         if w < began:
-            w = None  # planned before this wake (clock moved, power lost): sleep_plan's next second
+            # passed before this wake (the clock set forward past it in the last session): the last
+            # wake armed the whole second after it slept (sleep_plan), which is this wake's next
+            # second, as a lid wake begins before the timer that wake armed (a second late until
+            # 2026-12-07: a reading found late by more than LATE_S then planned from the lid's time)
+            w = began + 1
         if st["alarm"]:
             step = st["ars"]
             d = st["ard"]
@@ -586,16 +607,17 @@ class BinApp(AppBase):
                 reading raised an alarm.
         """
         boot_ms = min(max(0, self.clock.ticks_ms()), BOOT_MAX_MS)  # ticks restart at the reset
-        n = self.state["next"]
-        self._next_s()  # a reading planned too far ahead (clock set back) is brought forward ...
-        if n != self.state["next"] and not woke_by_pin:
-            self.save()  # ... and kept: frequent wakes (alarm retries) must not push it on for ever
         tip = woke_by_pin and self.on_pin_wake()
         if woke_by_pin and not tip:
             at_ms = self.hold_until_ms(boot_ms)
             if at_ms is not None:
                 await self._until_ms(at_ms)
                 woke_by_pin = False  # from here on the timer wake this lid wake kept from happening
+        if not woke_by_pin and self.replan():
+            # a reading planned too far ahead (clock set back, not re-planned: power lost, older
+            # firmware) is brought forward at a timer wake, never a lid wake, and kept: frequent
+            # wakes (alarm retries) must not push it on for ever
+            self.save()
         if tip or not woke_by_pin:
             radio = tip or self.radio_due(self.clock.time())
             if radio and start_links is not None:
@@ -619,7 +641,9 @@ class BinApp(AppBase):
         n = pending()
         n += await self.linger(pending, linger_s)
         left = pending()
-        changed = False
+        # an ACK's time sync may have set the clock back: the next reading re-planned here, from
+        # the session's end, and saved, so a lid wake before it finds the plan made (replan)
+        changed = self.replan()
         if n and st["gw"] != (left < n):
             st["gw"] = left < n
             changed = True
@@ -641,6 +665,7 @@ class BinApp(AppBase):
         while True:
             if self.lid_irq.poll(self.clock.ticks_ms()):
                 self.state["lid"] += self.lid_irq.take()
+            self.replan()  # clock set back: saved with the next reading
             if self.due():
                 await self.cycle()
             self.hw.feed()
