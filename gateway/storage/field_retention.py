@@ -445,13 +445,12 @@ def remove_values(conn: sqlite3.Connection, fields: list[FieldPlan], lo: int, hi
         where = " WHERE id > ? AND id <= ? AND kind = ? AND w + l <= ?"
         readings += int(conn.execute("SELECT COUNT(*) FROM reports" + where + " AND json_type(m, ?) IS NOT NULL",
                                      (lo, hi, kind, cutoff, path)).fetchone()[0])
-        starts = conn.execute(
-            "UPDATE reports SET m = json_remove(m, ?), e = json_remove(e, ?)" + where +
-            " AND (json_type(m, ?) IS NOT NULL OR json_type(e, ?) IS NOT NULL) RETURNING w",
-            (path, path, lo, hi, kind, cutoff, path, path)).fetchall()
-        changed += len(starts)
+        touched = where + " AND (json_type(m, ?) IS NOT NULL OR json_type(e, ?) IS NOT NULL)"
+        params = (lo, hi, kind, cutoff, path, path)
         if days is not None:
-            days.update(int(r[0]) // 86400 for r in starts)
+            days.update(_days_of(conn, "reports", touched, params))
+        changed += conn.execute("UPDATE reports SET m = json_remove(m, ?), e = json_remove(e, ?)" + touched,
+                                (path, path) + params).rowcount
     return readings, changed
 
 
@@ -462,10 +461,19 @@ def remove_duplicate_values(conn: sqlite3.Connection, fields: list[FieldPlan], l
     given, gets the UTC day of every changed row's period start, as for :func:`remove_values`."""
     changed = 0
     for kind, _fld, cutoff, _days, path in fields:
-        starts = conn.execute(
-            "UPDATE window_duplicates SET e = json_remove(e, ?) WHERE rowid > ? AND rowid <= ? AND kind = ?"
-            " AND w + l <= ? AND json_type(e, ?) IS NOT NULL RETURNING w", (path, lo, hi, kind, cutoff, path)).fetchall()
-        changed += len(starts)
+        touched = " WHERE rowid > ? AND rowid <= ? AND kind = ? AND w + l <= ? AND json_type(e, ?) IS NOT NULL"
+        params = (lo, hi, kind, cutoff, path)
         if days is not None:
-            days.update(int(r[0]) // 86400 for r in starts)
+            days.update(_days_of(conn, "window_duplicates", touched, params))
+        changed += conn.execute("UPDATE window_duplicates SET e = json_remove(e, ?)" + touched,
+                                (path,) + params).rowcount
     return changed
+
+
+def _days_of(conn: sqlite3.Connection, table: str, where: str, params: tuple[object, ...]) -> list[int]:
+    """The UTC days of period start of the rows of ``table`` the ``UPDATE`` under ``where`` is about to change,
+    read in the same transaction right before it (not ``UPDATE ... RETURNING``, which needs SQLite 3.35: the
+    system SQLite of Debian 10 / Ubuntu 20.04, hosts docs/gateway.md supports, is 3.27 / 3.31)."""
+    # w / 86400 truncates towards zero in SQLite; less one for a negative remainder: w // 86400, as Python
+    return [int(r[0]) for r in conn.execute(
+        "SELECT DISTINCT w / 86400 - (w % 86400 < 0) FROM " + table + where, params)]
