@@ -215,7 +215,8 @@ class RowsStamp:
         count: how many reports the body holds (their values' rows are in the range).
         newest_at: the ``received_at`` of the newest (None: none).
         removed_at: when retention last removed values from a report the body may hold (unix seconds, the
-            store's wall clock; None: never recorded), :mod:`gateway.storage.retention_removals`.
+            gateway's clock, ``RetentionStore.removal_clock``: virtual under ``[sim_clock]``, as the publication
+            marks; None: never recorded), :mod:`gateway.storage.retention_removals`.
     """
 
     data_version: int

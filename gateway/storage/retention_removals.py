@@ -5,15 +5,19 @@ version, :mod:`gateway.storage.open_data_reads`), and date it by the publication
 A retention removal changes a body without a new report: the data version moves (a new ``ETag``), but the
 newest report left is the same or an older one, so a client deciding by date alone (``wget -N``, ``curl -z``)
 would keep a copy holding values retention removed. So every value batch that removes something also records,
-in the same transaction, when it did so for each UTC day its changed reports' periods begin in (the ``meta``
-row :data:`META_KEY`); a range's stamp reads the latest such time of the days it reads reports of, in the same
-statement as the data version, and its ``Last-Modified`` is never earlier than the publication mark after it
-(``gateway.web.publication.csv_removal_mark``: no finer time than the marks is published).
+in the same transaction, when it did so for each UTC day its changed reports' periods begin in (the ``meta`` row :data:`META_KEY`); a range's stamp reads the latest such time of
+the days it reads reports of, in the same statement as the data version, and its ``Last-Modified`` is never
+earlier than the minute after it (``gateway.web.publication.csv_removal_mark``).
 
-Per day, so a range retention did not touch keeps its ``Last-Modified``. Bounded: at most :data:`MAX_DAYS`
-days are kept apart; the oldest beyond that are folded into one floor ("every day up to D, at T", T the latest
-of them), which only ever makes a date later (a superset: a re-download, never a stale copy). The time is the
-store's :attr:`RemovalLog.clock` (the wall clock, which the answers' ``Date`` is too), whole seconds.
+Per day, so a range retention did not touch keeps its ``Last-Modified``. Bounded by the longest retention in
+force: a day older than it and a week (the longest period a report covers) holds no value retention still
+removes, so it is folded into one floor ("every day up to D, at T", T the latest of the folded days' times),
+which only ever makes a date later (a re-download of ranges without values, once a day as days age out;
+never a stale copy); :data:`MAX_DAYS` caps the days kept apart whatever the policy. A day under the floor
+that retention touches again (a late report with an old period) is kept apart again, so the floor's time
+moves only when days are folded. The time is the gateway's clock (the store's ``removal_clock``: the host's
+wall clock, or the simulated one under ``[sim_clock]``, as the publication marks), whole seconds; each
+answer's ``Date`` (the host's wall clock) caps the ``Last-Modified`` it gives.
 """
 
 from __future__ import annotations
@@ -26,30 +30,44 @@ from typing import Iterable
 # The meta row (no ``published:`` prefix: the web layer cannot write it).
 META_KEY = "retention_removed"
 DAY_S = 86400
-# Days kept apart; ~1.5 years of daily removals (each 16 bytes of JSON or so: ~4 KiB).
-MAX_DAYS = 256
+# Days kept apart at most, whatever the retentions (~11 years; each ~18 bytes of JSON: ~75 KiB).
+MAX_DAYS = 4096
+# How far before the longest retention's cut-off a day is still kept apart: a report's period is a week at
+# most (``day``: a day; the longest a board sends), and a day more for the UTC day boundary.
+MARGIN_DAYS = 8
+# The time a value that cannot be read dates every day by: later than any real time (capped by each answer's
+# ``Date``: every range is dated "now" until the next removal rewrites the row), and exact as a float.
+DAMAGED_AT = 2**53
+# What a stored day or time may be: a JSON number outside this (1e999 reads as inf, a 400-digit integer does
+# not fit a float) is taken for damage, not for a date.
+_LIMIT = 2**53
 
 
 @dataclass
 class RemovalLog:
     """The removal times per UTC day of period start (``w // 86400``), and the floor the oldest were folded
-    into: every day up to ``floor_day`` was last changed at ``floor_at`` at the latest (None: no floor)."""
+    into: every day up to ``floor_day`` was last changed at ``floor_at`` at the latest (None: no floor), or at
+    its own time when kept apart too (later)."""
 
     days: dict[int, int] = field(default_factory=dict)
     floor_day: int | None = None
     floor_at: int = 0
 
     def add(self, days: Iterable[int], at: int) -> None:
-        """Record a removal at ``at`` (unix seconds) from reports whose periods begin on ``days``."""
+        """Record a removal at ``at`` (unix seconds) from reports whose periods begin on ``days``; each day is
+        kept apart, under the floor too (its time is then the later of the two)."""
         for day in days:
-            if self.floor_day is not None and day <= self.floor_day:
-                self.floor_at = max(self.floor_at, at)
-            else:
-                self.days[day] = max(self.days.get(day, 0), at)
+            self.days[day] = max(self.days.get(day, 0), at)
         if len(self.days) > MAX_DAYS:
-            old = sorted(self.days)[: len(self.days) - MAX_DAYS]
-            self.floor_day = old[-1]
-            self.floor_at = max([self.floor_at] + [self.days.pop(d) for d in old])
+            self.fold(sorted(self.days)[len(self.days) - MAX_DAYS])
+
+    def fold(self, before_day: int) -> None:
+        """Fold every day kept apart before ``before_day`` into the floor (its time: the latest of theirs)."""
+        old = [day for day in self.days if day < before_day]
+        if not old:
+            return
+        self.floor_at = max([self.floor_at] + [self.days.pop(day) for day in old])
+        self.floor_day = max(old) if self.floor_day is None else max(self.floor_day, max(old))
 
     def latest(self, lo_w: int, hi_w: int) -> int | None:
         """The latest removal from reports with a period start in ``[lo_w, hi_w)``, or None (none recorded)."""
@@ -68,28 +86,54 @@ class RemovalLog:
 
 
 def decode(text: str | None) -> RemovalLog:
-    """The log a ``meta`` value written by :meth:`RemovalLog.encode` holds; an empty log for None. A value that
-    cannot be read (written by hand) gives a floor covering every day, dated by the largest number in it (the
-    latest time it may have named: a superset, never an earlier date than it said)."""
+    """The log a ``meta`` value written by :meth:`RemovalLog.encode` holds; an empty log for None. Never raises
+    on what is stored: a value that cannot be read (written by hand, cut short, damaged: not JSON, ``1e999``,
+    ``Infinity``, a non-integer, a number out of range) gives a floor covering every day at
+    :data:`DAMAGED_AT` (every range dated as late as its answer's ``Date``: a re-download, never a stale
+    copy), until :func:`record` rewrites it."""
     if text is None:
         return RemovalLog()
     try:
         raw = json.loads(text)
-        days = {int(d): int(a) for d, a in raw["d"]}
+        days = {_whole(d): _whole(a) for d, a in raw["d"]}
         floor = raw["f"]
-        return RemovalLog(days, None if floor is None else int(floor[0]), 0 if floor is None else int(floor[1]))
-    except (ValueError, TypeError, KeyError, IndexError):
-        numbers = [int(n) for n in "".join(c if c.isdigit() else " " for c in text).split()] or [0]
-        return RemovalLog({}, 2**40, max(numbers))
+        if floor is None:
+            return RemovalLog(days)
+        return RemovalLog(days, _whole(floor[0]), _whole(floor[1]))
+    except (ValueError, TypeError, KeyError, IndexError, OverflowError, RecursionError):
+        return RemovalLog({}, _LIMIT, DAMAGED_AT)
 
 
-def record(conn: sqlite3.Connection, days: Iterable[int], at: int) -> None:
+def _whole(value: object) -> int:
+    """A stored day or time: a JSON integer (not a bool, a float or a string) within :data:`_LIMIT`."""
+    if type(value) is not int or not -_LIMIT < value < _LIMIT:
+        raise ValueError("not a stored day or time: %r" % (value,))
+    return value
+
+
+def keep_from_day(retention_days: Iterable[int], now: float) -> int | None:
+    """The first day :func:`record` keeps apart under retentions ``retention_days`` at ``now``: the day of the
+    longest one's cut-off less :data:`MARGIN_DAYS` (None: no retention, keep every day up to the cap)."""
+    longest = max(retention_days, default=None)
+    if longest is None:
+        return None
+    return (int(now) - int(longest) * DAY_S) // DAY_S - MARGIN_DAYS
+
+
+def record(conn: sqlite3.Connection, days: Iterable[int], at: int, keep_from: int | None = None) -> None:
     """Add a removal at ``at`` from reports whose periods begin on ``days`` to the ``meta`` row, inside the
-    caller's transaction (the one that removed the values and moved the data version)."""
+    caller's transaction (the one that removed the values and moved the data version), and fold the days
+    before ``keep_from`` (:func:`keep_from_day`) into the floor. A row that cannot be read (:func:`decode`) is
+    replaced by a floor covering every day up to ``at``'s at ``at``: no removal it recorded can be later than
+    this one (a clock set back aside), and the ranges get their dates back as its days age out."""
     wanted = set(days)
     if not wanted:
         return
     row = conn.execute("SELECT value FROM meta WHERE key = ?", (META_KEY,)).fetchone()
     log = decode(None if row is None else str(row[0]))
+    if log.floor_at == DAMAGED_AT:
+        log = RemovalLog({}, int(at) // DAY_S, int(at))
     log.add(wanted, int(at))
+    if keep_from is not None:
+        log.fold(keep_from)
     conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (META_KEY, log.encode()))

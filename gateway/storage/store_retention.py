@@ -33,9 +33,9 @@ class RetentionStore(GuardedStore):
     _retired: dict[str, int]
     _report_days: dict[str, int]
     _cleared: field_retention.Cleared
-    # What dates a removal of stored values (gateway.storage.retention_removals): the wall clock, which the
-    # open-data answers' Date is read from too (their Last-Modified is never later than it); the gateway sets
-    # its own clock (virtual under [sim_clock], as the publication marks a removal is dated against).
+    # What dates a removal of stored values (gateway.storage.retention_removals): the host's wall clock until the
+    # gateway sets its own (virtual under [sim_clock]), the clock of the publication marks and received_at a
+    # removal is compared with. The answers' Date, which caps their Last-Modified, is the host's wall clock.
     removal_clock: Callable[[], float] = time.time
 
     def last_received_at(self) -> float | None:
@@ -345,7 +345,7 @@ class RetentionStore(GuardedStore):
                         # them no earlier than this removal (its days). Same transaction as the removal, so
                         # no reader sees one without the others.
                         add_to_counter(conn, DATA_VERSION_COUNTER, 1)
-                        retention_removals.record(conn, days, int(self.removal_clock()))
+                        retention_removals.record(conn, days, int(self.removal_clock()), self._removal_days_from(rows))
             if hi is None:
                 self._cleared.passed(values.fields, values.top)  # every value past its cut-off is gone
                 values.stage, values.after = "duplicates", 0
@@ -363,13 +363,23 @@ class RetentionStore(GuardedStore):
                 if hi is not None and field_retention.remove_duplicate_values(conn, values.fields, values.after, hi,
                                                                               dup_days):
                     add_to_counter(conn, DATA_VERSION_COUNTER, 1)  # as for the reports' values
-                    retention_removals.record(conn, dup_days, int(self.removal_clock()))
+                    retention_removals.record(conn, dup_days, int(self.removal_clock()),
+                                              self._removal_days_from(rows))
             if hi is None:
                 values.stage = "rows"
                 self._log_values_removed(rows)
             else:
                 values.after = hi
         return True
+
+    @staticmethod
+    def _removal_days_from(rows: row_retention.RowPass) -> int | None:
+        """The first day the record of removals keeps apart in this pass: the longest retention's cut-off less
+        a week and a day (gateway.storage.retention_removals.keep_from_day); older days hold no value retention
+        still removes and fold into its floor."""
+        values = rows.values
+        now = values.now if values is not None else time.time()
+        return retention_removals.keep_from_day(rows.retention_days.values(), now)
 
     def _count_range(self, rows: row_retention.RowPass, lo: int, hi: int) -> bool:
         """Count what the pass removes from reports ``lo < id <= hi``: every field's values, and the report rows

@@ -1,7 +1,8 @@
 """The days a retention pass records its removals under (gateway.storage.retention_removals), read without
 ``UPDATE ... RETURNING`` (review M2, rev-fresh: SQLite 3.35 and later only, while docs/gateway.md supports
 Debian 10 / Ubuntu 20.04, whose system SQLite is 3.27 / 3.31), for the reports' values and for the repeat
-releases' (``window_duplicates``) alike (review L3: the latter's record call had no test).
+releases' (``window_duplicates``) alike (review L3: the latter's record call had no test); with the days
+older than the longest retention and a week folded into the floor, the others kept apart (review M1).
 
 A real SQLite store (ReportStore), retention run by the store itself (apply_retention).
 """
@@ -69,5 +70,23 @@ def test_a_period_before_1970_gets_its_floored_day(tmp_path: Path) -> None:
         assert store.apply_retention({("streetlight", "lux"): 5}, float(NOW)) == 1
         log = _log(store)
         assert log.latest(-DAY, 0) is not None and log.latest(0, DAY) is None
+    finally:
+        store.close()
+
+
+def test_a_pass_keeps_apart_the_days_within_the_longest_retention_only(tmp_path: Path) -> None:
+    """Retentions of 90 and 365 days: the pass folds the days before the 365 days' cut-off less a week and a
+    day into the floor, and keeps the others apart, whatever how many there are (before: 256 at most)."""
+    store = ReportStore(tmp_path / "s.db", gateway_id="gw")
+    try:
+        first = NOW - 400 * DAY
+        store.insert_batch([rec(1 + i, first + i * DAY, {"lux": 1, "mot": 2}) for i in range(400)])
+        store.removal_clock = lambda: float(NOW)
+        assert store.apply_retention({("streetlight", "mot"): 90, ("streetlight", "lux"): 365}, float(NOW)) > 0
+        log = _log(store)
+        keep = retention_removals.keep_from_day([90, 365], NOW)
+        assert keep == (NOW - 365 * DAY) // DAY - retention_removals.MARGIN_DAYS
+        assert sorted(log.days) == list(range(keep, (NOW - 90 * DAY) // DAY))
+        assert len(log.days) > 256 and log.floor_day == keep - 1 and log.floor_at == NOW
     finally:
         store.close()
