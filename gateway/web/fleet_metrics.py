@@ -7,10 +7,11 @@ sees a 0 before the first one. Labels are bounded: no device ids (a fleet of 1,0
 ``civicedge_devices_dated_ahead{kind}`` counts devices whose last stored report's period ends more than
 :data:`DATED_AHEAD_S` after the gateway's clock: a board whose clock runs ahead now (set ahead by a gateway
 clock that was, docs/gateway.md "Boards set ahead by a wrong gateway clock"); it falls back once the board is
-put right, so its alert can clear. ``civicedge_devices_values_ahead{kind}`` counts devices showing a newest
-value (``latest_at``, the NGSI-LD ``observedAt`` open data publishes) whose period ends that far ahead: such a
-value stays the newest after the board reports right again, until its time comes (one report dated years
-ahead is shown for years; the audit found nothing counting it), so it is a gauge to look at, not an alert.
+put right, so its alert can clear. ``civicedge_devices_values_ahead{kind}`` counts devices open data lists
+(neither retired nor revoked) showing a newest value (``latest_at``, the NGSI-LD ``observedAt`` open data
+publishes) whose period ends that far ahead: such a value stays the newest after the board reports right
+again, until its time comes (one report dated years ahead is shown for years; the audit found nothing
+counting it), so it is a gauge to look at, not an alert.
 
 The counts come from the incrementally refreshed fleet snapshot (:mod:`gateway.web.snapshot`), so a
 scrape reads only what was stored since the previous read. The snapshot's first load reads the
@@ -86,10 +87,11 @@ def fleet_exposition(counts: Counts | None, policy: Mapping[str, Any], *, age_s:
     ahead = Gauge("civicedge_devices_dated_ahead", "Devices whose last stored report's period ends more than %d s after "
                   "the gateway's clock (the board's clock runs ahead; open data shows it with a future time), by "
                   "kind; absent when civicedge_fleet_view_up is 0" % DATED_AHEAD_S, ["kind"], registry=registry)
-    values_ahead = Gauge("civicedge_devices_values_ahead", "Devices showing a newest value (latest_at, the observedAt "
-                         "open data shows) whose period ends more than %d s after the gateway's clock, also when "
-                         "their board reports right again (until that time comes), by kind; absent when "
-                         "civicedge_fleet_view_up is 0" % DATED_AHEAD_S, ["kind"], registry=registry)
+    values_ahead = Gauge("civicedge_devices_values_ahead", "Devices open data lists (neither retired nor revoked) "
+                         "showing a newest value (latest_at, the observedAt open data shows) whose period ends more "
+                         "than %d s after the gateway's clock, also when their board reports right again (until "
+                         "that time comes), by kind; absent when civicedge_fleet_view_up is 0" % DATED_AHEAD_S,
+                         ["kind"], registry=registry)
     up.set(0 if counts is None else 1)
     if counts is not None:
         age.set(round(age_s, 3))
@@ -136,7 +138,8 @@ def _log_failure(why: str, outcome: str) -> None:
 async def fleet_counts(ctx: WebContext) -> Counts:
     """(devices by (kind, status), open alarms by (kind, code), devices dated ahead and devices showing values
     dated ahead, by kind) as of now.
-    The alarms of retired and revoked devices are not counted (no report of theirs is stored to clear them).
+    The alarms of retired and revoked devices are not counted (no report of theirs is stored to clear them), nor
+    their values dated ahead (open data does not list them: it shows none of their times).
 
     Raises:
         TimeoutError: the fleet view was not read within :data:`SCRAPE_WAIT_S` (the read goes on).
@@ -160,7 +163,8 @@ async def fleet_counts(ctx: WebContext) -> Counts:
         # right again at once, while its future-dated values stay the newest until their time comes
         if dev.last_end is not None and dev.last_end > now + DATED_AHEAD_S:
             by_ahead[dev.kind] += 1
-        if values_ahead(dev, now):
+        # only what open data shows: it lists neither a revoked nor a retired device (as the alarms above)
+        if not (dev.retired or dev.revoked) and values_ahead(dev, now):
             by_values_ahead[dev.kind] += 1
     return by_status, by_code, by_ahead, by_values_ahead
 
