@@ -183,8 +183,9 @@ def parse_frame(data: bytes) -> Frame:
         if len(_KNOWN_IDS) >= _KNOWN_IDS_MAX:
             _KNOWN_IDS.clear()
         _KNOWN_IDS[ident] = device_id
-    return Frame(version, ftype, device_id, _U32.unpack_from(data, 3 + id_len)[0],
-                 data[body_start:body_end], data[body_end:], data[:body_end])
+    # tuple.__new__: the fields in order without NamedTuple's Python-level __new__ (~0.3 µs per frame)
+    return tuple.__new__(Frame, (version, ftype, device_id, _U32.unpack_from(data, 3 + id_len)[0],
+                                 data[body_start:body_end], data[body_end:], data[:body_end]))
 
 
 def verify_tag(frame: Frame, key: bytes) -> bool:
