@@ -13,9 +13,11 @@ import dataclasses
 import logging
 import re
 from typing import AsyncIterator
+from unittest import mock
 
 import pytest
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer, make_mocked_request
 
 from .support import ADMIN_TOKEN, NOW, Fleet, admin_headers
 from gateway.resources import load_policy
@@ -24,13 +26,17 @@ from gateway.web.admin_throttle import (
     FREE_WRONG_TOKENS,
     GLOBAL_BURST,
     GLOBAL_WRONG_PER_S,
+    KNOWN_GOOD_S,
     MAX_CLIENTS,
+    MAX_KNOWN_GOOD,
     MAX_PAUSE_S,
     AdminThrottle,
+    Refusal,
 )
 from gateway.web.app import create_app
-from gateway.web.auth import AdminToken
+from gateway.web.auth import AdminThrottled, AdminToken, throttle_client
 from gateway.web.context import CONTEXT_KEY
+from gateway.web.errors import Unauthorized
 
 pytestmark = pytest.mark.timeout(60)
 WRONG = "f0e1d2c3b4a5968778695a4b3c2d1e0f"  # a wrong guess: distinctive, never in a log line
@@ -200,3 +206,102 @@ def test_the_clients_tracked_are_capped() -> None:
         throttle.wrong("client-%d" % i)
         clock.now += 0.001
     assert throttle.tracked() == MAX_CLIENTS
+
+
+# --- Gaps a reviewer's mutants showed (each test below fails with one mutant of admin_throttle applied) ---
+
+
+async def test_the_right_token_clears_the_clients_count_of_wrong_ones(proxied: TestClient) -> None:
+    """Mutant killed: right() keeping the client's count (its next wrong token would start a pause at once)."""
+    operator = "198.51.100.7"
+    for _ in range(FREE_WRONG_TOKENS - 1):
+        assert await _call(proxied, operator, WRONG) == (401, "wrong_token", None)
+    assert await _call(proxied, operator, ADMIN_TOKEN) == (200, "", None)
+    for _ in range(FREE_WRONG_TOKENS):  # a fresh count: every one of these is compared
+        assert await _call(proxied, operator, WRONG) == (401, "wrong_token", None)
+    assert await _call(proxied, operator, ADMIN_TOKEN) == (429, "admin_throttled", "1")  # the first pause, 1 s
+
+
+async def _use_up_the_global_budget(client: TestClient) -> None:
+    """Wrong tokens from new addresses, one each, until the global budget refuses them (at one instant)."""
+    for i in range(int(GLOBAL_BURST)):
+        assert await _call(client, "203.0.113.%d" % (i + 1), WRONG) == (401, "wrong_token", None)
+    assert await _call(client, "203.0.113.250", WRONG) == (429, "admin_throttled", "1")
+
+
+async def test_a_known_good_client_is_known_good_for_a_day_only(proxied: TestClient, clock: Clock) -> None:
+    """Mutant killed: known-good status that never expires."""
+    operator = "198.51.100.7"
+    assert await _call(proxied, operator, ADMIN_TOKEN) == (200, "", None)
+    clock.now += KNOWN_GOOD_S - 1
+    await _use_up_the_global_budget(proxied)
+    assert await _call(proxied, operator, ADMIN_TOKEN) == (200, "", None)  # within the day: still checked
+    clock.now += KNOWN_GOOD_S + 10
+    await _use_up_the_global_budget(proxied)
+    assert await _call(proxied, operator, ADMIN_TOKEN) == (429, "admin_throttled", "1")  # a day on: a new client
+
+
+def test_the_known_good_clients_are_capped_oldest_first() -> None:
+    """Mutant killed: a known-good list without its :data:`MAX_KNOWN_GOOD` cap."""
+    clock = Clock()
+    throttle = AdminThrottle(clock)
+    for i in range(MAX_KNOWN_GOOD + 1):
+        throttle.right("good-%d" % i)
+    for i in range(int(GLOBAL_BURST)):
+        throttle.wrong("guess-%d" % i)
+    assert throttle.refusal("new") == Refusal("global", 1, 0)
+    assert throttle.refusal("good-0") == Refusal("global", 1, 0)  # the oldest was let go for the newest
+    assert throttle.refusal("good-1") is None
+    assert throttle.refusal("good-%d" % MAX_KNOWN_GOOD) is None
+
+
+async def test_a_known_good_client_still_gets_its_own_pause(proxied: TestClient) -> None:
+    """Mutant killed: known-good clients skipping their own per-client pause (a leaked day-old address of the
+    operator's would otherwise guess unthrottled)."""
+    operator = "198.51.100.7"
+    assert await _call(proxied, operator, ADMIN_TOKEN) == (200, "", None)
+    for _ in range(FREE_WRONG_TOKENS):
+        assert await _call(proxied, operator, WRONG) == (401, "wrong_token", None)
+    assert await _call(proxied, operator, ADMIN_TOKEN) == (429, "admin_throttled", "1")
+
+
+@pytest.fixture
+async def direct(fleet: Fleet, clock: Clock) -> AsyncIterator[TestClient]:
+    """The app with no trusted proxy: every request's client is its peer, 127.0.0.1."""
+    app = create_app(store=fleet.queries, registry=fleet.registry, policy=load_policy(),
+                     metrics_registry=fleet.metrics.registry, admin_token=ADMIN_TOKEN, retention=fleet.retention,
+                     clock=lambda: float(NOW))
+    app[CONTEXT_KEY] = dataclasses.replace(app[CONTEXT_KEY], token=AdminToken(ADMIN_TOKEN, clock))
+    async with TestClient(TestServer(app, host="127.0.0.1", port=0)) as c:
+        yield c
+
+
+async def test_without_a_trusted_proxy_the_peer_is_the_client_whatever_x_forwarded_for_says(
+        direct: TestClient) -> None:
+    """A guesser naming a new address per guess in X-Forwarded-For is still one client (its peer address)."""
+    for i in range(FREE_WRONG_TOKENS):
+        assert await _call(direct, "203.0.113.%d" % (i + 1), WRONG) == (401, "wrong_token", None)
+    assert await _call(direct, "192.0.2.99", ADMIN_TOKEN) == (429, "admin_throttled", "1")
+
+
+def _peer_request(peer: tuple[object, ...], token: str) -> web.Request:
+    """An admin request from socket peer ``peer`` (no trusted proxy), as a dual-stack listener names it."""
+    transport = mock.Mock()
+    transport.get_extra_info.side_effect = lambda name, default=None: peer if name == "peername" else default
+    return make_mocked_request("GET", PATH, headers=admin_headers(token), transport=transport, app=web.Application())
+
+
+def test_an_ipv4_peer_on_a_dual_stack_socket_is_its_ipv4_address() -> None:
+    """``::ffff:203.0.113.9`` (an IPv4 peer of a ``::`` listener) is the client 203.0.113.9, not a /64 of
+    IPv4-mapped space that every IPv4 client would share; its wrong tokens count with the plain form's."""
+    mapped = ("::ffff:203.0.113.9", 40000, 0, 0)
+    assert throttle_client(_peer_request(mapped, WRONG)) == "203.0.113.9"
+    assert throttle_client(_peer_request(("::ffff:203.0.113.10", 40000, 0, 0), WRONG)) == "203.0.113.10"
+    token = AdminToken(ADMIN_TOKEN, Clock())
+    for i in range(FREE_WRONG_TOKENS):
+        peer = mapped if i % 2 else ("203.0.113.9", 40000)
+        with pytest.raises(Unauthorized):
+            token.check(_peer_request(peer, WRONG))
+    with pytest.raises(AdminThrottled):
+        token.check(_peer_request(mapped, ADMIN_TOKEN))
+    token.check(_peer_request(("::ffff:203.0.113.10", 40000, 0, 0), ADMIN_TOKEN))  # its neighbour is not paused
