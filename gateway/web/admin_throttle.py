@@ -15,8 +15,8 @@ whatever its token, so a guess sent meanwhile learns nothing (were a right token
 * **All clients** (guessing from many addresses): at most :data:`GLOBAL_WRONG_PER_S` wrong tokens a
   second (bursts of :data:`GLOBAL_BURST`) are compared. Beyond that, a call is answered 429 without
   its token being compared, **except** from a client that presented the right token within
-  :data:`KNOWN_GOOD_S`: the operator's own machine keeps working while someone guesses from elsewhere
-  (its wrong tokens still count, and its own per-client throttle still applies). A guesser cannot join
+  :data:`KNOWN_GOOD_S` and since the token last changed (:meth:`AdminThrottle.forget_known_good`): the
+  operator's own machine keeps working while someone guesses from elsewhere (its wrong tokens still count, and its own per-client throttle still applies). A guesser cannot join
   those clients without the token. An operator at a new address while a distributed guesser keeps the
   budget used up retries after ``Retry-After`` (maybe several times), or calls from a machine that
   presented the token within the day.
@@ -114,6 +114,11 @@ class AdminThrottle:
         while len(self._known_good) >= MAX_KNOWN_GOOD:
             self._known_good.popitem(last=False)
         self._known_good[client] = self._clock()
+
+    def forget_known_good(self) -> None:
+        """No client is known good any more: the admin token changed (gateway.web.auth), and a client that
+        presented the old one (perhaps the leak the token was replaced for) has not shown it knows the new one."""
+        self._known_good.clear()
 
     def tracked(self) -> int:
         """How many clients have a count of wrong tokens (at most :data:`MAX_CLIENTS`)."""

@@ -158,7 +158,8 @@ class AdminToken:
     open across the read): a file written to or replaced during the read is not taken, nor called
     unusable, but read again once its new state has stayed the same for :data:`TOKEN_SETTLE_S` on the
     gateway's clock (file times set by an NFS, SMB or FUSE server's clock cannot be trusted). A usable new
-    token replaces the old one at once (a WARNING says so). An unusable file (or one that is gone)
+    token replaces the old one at once (a WARNING says so), and no client is known good to the throttle any
+    more (each shows the new token first). An unusable file (or one that is gone)
     fails closed: a file is replaced when the old token may have leaked, so every admin call gets 503
     ``token_file_unusable`` until a usable file is back, with an ERROR naming the problem once per
     change of the file and :attr:`problem` set (a ``/healthz`` reason).
@@ -251,6 +252,8 @@ class AdminToken:
         self._token, self._state, self._problem, self._logged_state = token, state, None, None
         self._pending = None
         if changed:
+            # Known good meant "knows the old token", which may be why the file was replaced.
+            self.throttle.forget_known_good()
             # An admin credential changed: an audit line the quiet gateway keeps (never the token).
             logger.warning("admin token file %s changed: its new token is in use, the previous one is refused",
                            self._path)
