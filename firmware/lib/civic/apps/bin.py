@@ -60,6 +60,11 @@ SLOT_BOOT_S = 3  # a timer wake reading the clock this soon after its retry slot
 # SLOT_BOOT_S so that a held slot stays the slot's.
 HOLD_MS = 2000
 BOOT_MAX_MS = 2500
+# While the chip is up at a lid wake's hold or a radio session's linger, the tilt pin is no wake source
+# (the chip is not asleep): the bin polls it every POLL_MS, and a tilt raises the tip alarm then, as a
+# tilt wake would (at once, sooner than a tilt wake's boot), not at the next reading or never (the bin
+# upright again before it: lost until 2026-12-07).
+POLL_MS = 100
 # A watch reading (every WATCH_S, on the device) does not start the radio once a radio session
 # reached no gateway (frames waited and none was acknowledged): the 30-s linger at every reading
 # kept the radio on half the time while a bin stayed hot out of reach (a sensor stuck hot: for
@@ -500,14 +505,30 @@ class BinApp(AppBase):
             return None
         return w * 1000 + boot_ms
 
+    def tilt_poll(self):
+        """While the chip is up (a hold, a linger: the tilt pin wakes only a sleeping chip), raise the
+        tip alarm if the bin is tilted and no tip is latched; save it. Returns whether it raised one.
+
+        Only raises: the latch is cleared, as before, by a reading or a pin wake that finds the bin
+        upright, so a bin rocking during a session raises one alarm per incident, not one per swing.
+        """
+        if self.state["tip"] or not self.tilt.active():
+            return False
+        self.tip_check(self.clock.time(), True)
+        self.save()
+        return True
+
     async def _until_ms(self, at_ms):
-        # awake (feeding the watchdog) until the RTC shows at_ms
+        # awake (feeding the watchdog, polling the tilt) until the RTC shows at_ms; True if a tilt
+        # raised the tip alarm meanwhile (the caller then acts as a tilt wake: radio at once)
         while True:
+            if self.tilt_poll():
+                return True
             left = at_ms - self.clock.time_ms()
             if left <= 0:
-                return
+                return False
             self.hw.feed()
-            await self.wake.wait_ms(min(left, self.feed_ms))
+            await self.wake.wait_ms(min(left, self.feed_ms, POLL_MS))
 
     def radio_due(self, now):
         """Whether a timer wake at ``now`` starts the radio before its reading.
@@ -570,25 +591,38 @@ class BinApp(AppBase):
 
         A reading that falls due meanwhile is taken then, at its time, and the session goes on: a
         session that ended at the reading lasted only as long as the reading's offset from the
-        retry slot, which could be too short for any gateway, for every slot of a watch. Returns
-        how many frames those readings queued.
+        retry slot, which could be too short for any gateway, for every slot of a watch. A tilt is
+        polled meanwhile (:meth:`tilt_poll`). Returns how many frames those readings (and a tip alarm)
+        queued.
         """
         start = self.clock.ticks_ms()
         queued = 0
+        box = self.reporter.outbox
+        tilt = False
         while True:
+            # frames made less frames the outbox dropped at its cap (a new frame pushes out the
+            # oldest: counted, a session no gateway answered looked answered); not the change of
+            # pending(), which an ACK during the reading's pings lowers (gw then went False)
+            n, d = self.reports + self.alarms, box.dropped
             if self.due():
-                # frames made less frames the outbox dropped at its cap (a new frame pushes out the
-                # oldest: counted, a session no gateway answered looked answered); not the change of
-                # pending(), which an ACK during the reading's pings lowers (gw then went False)
-                box = self.reporter.outbox
-                n, d = self.reports + self.alarms, box.dropped
                 await self.cycle()
-                queued += max(0, self.reports + self.alarms - n - (box.dropped - d))
+            if tilt:
+                self.tilt_poll()  # tilted while waiting: the tip alarm goes in this session
+            queued += max(0, self.reports + self.alarms - n - (box.dropped - d))
             left_ms = max_s * 1000 - time.ticks_diff(self.clock.ticks_ms(), start)
             if left_ms <= 0 or not pending():
                 return queued
             self.hw.feed()
-            await self.wake.wait_ms(min(left_ms, self._next_s() * 1000, self.feed_ms))
+            wait = min(left_ms, self._next_s() * 1000, self.feed_ms)
+            tilt = False
+            while wait > 0:  # in POLL_MS steps for the tilt; the outbox and readings as before
+                step = min(wait, POLL_MS)
+                wait -= step
+                if await self.wake.wait_ms(step):
+                    break
+                tilt = self.tilt.active() and not self.state["tip"]
+                if tilt:
+                    break  # raised at the loop's top, counted with the frames queued
 
     async def run_deep(self, woke_by_pin, pending, sleeper, linger_s=30, start_links=None):
         """One wake of a deep-sleeping bin: handle the wake, read if due, upload, sleep.
@@ -611,8 +645,10 @@ class BinApp(AppBase):
         if woke_by_pin and not tip:
             at_ms = self.hold_until_ms(boot_ms)
             if at_ms is not None:
-                await self._until_ms(at_ms)
-                woke_by_pin = False  # from here on the timer wake this lid wake kept from happening
+                if await self._until_ms(at_ms):
+                    tip = True  # tilted while held: as a tilt wake, the radio at once
+                else:
+                    woke_by_pin = False  # from here on the timer wake this lid wake kept from happening
         if not woke_by_pin and self.replan():
             # a reading planned too far ahead (clock set back, not re-planned: power lost, older
             # firmware) is brought forward at a timer wake, never a lid wake, and kept: frequent
