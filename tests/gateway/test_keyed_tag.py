@@ -1,4 +1,4 @@
-"""The frame tag from precomputed HMAC states (gateway.protocol.frame.tag_key / keyed_tag) is the tag
+"""The frame tag from the key's precomputed HMAC state (gateway.protocol.frame.tag_key / keyed_tag) is the tag
 ``hmac.new`` gives, for any key length and message, and the verifier refuses what it refused before."""
 
 from __future__ import annotations
