@@ -5,9 +5,10 @@ version, :mod:`gateway.storage.open_data_reads`), and date it by the publication
 A retention removal changes a body without a new report: the data version moves (a new ``ETag``), but the
 newest report left is the same or an older one, so a client deciding by date alone (``wget -N``, ``curl -z``)
 would keep a copy holding values retention removed. So every value batch that removes something also records,
-in the same transaction, when it did so for each UTC day its changed reports' periods begin in (the ``meta`` row :data:`META_KEY`); a range's stamp reads the latest such time of
-the days it reads reports of, in the same statement as the data version, and its ``Last-Modified`` is never
-earlier than the minute after it (``gateway.web.publication.csv_removal_mark``).
+in the same transaction, when it did so for each UTC day its changed reports' periods begin in (the ``meta``
+row :data:`META_KEY`); a range's stamp reads the latest such time of the days it reads reports of, in the same
+statement as the data version, and its ``Last-Modified`` is never earlier than the minute after it
+(``gateway.web.publication.csv_removal_mark``).
 
 Per day, so a range retention did not touch keeps its ``Last-Modified``. Bounded by the longest retention in
 force: a day older than it and a week (the longest period a report covers) holds no value retention still
