@@ -72,6 +72,9 @@ FIND_GAP = 64
 
 # (kind, field, cutoff, days, JSON path) of one field a pass removes values of.
 FieldPlan = tuple[str, str, int, int, str]
+# An SQL condition on a row of reports / window_duplicates and its parameters: which removals date open data
+# (gateway.storage.retention_removals.published_filter).
+Published = tuple[str, tuple[int, ...]]
 
 # Seqs one floors job reads, and devices it visits (a write transaction: bounded like the others; a store of
 # many devices, or one holding a long run of seqs above its floor, takes several jobs).
@@ -435,11 +438,12 @@ def count_values(conn: sqlite3.Connection, fields: list[FieldPlan], lo: int, hi:
 
 
 def remove_values(conn: sqlite3.Connection, fields: list[FieldPlan], lo: int, hi: int,
-                  days: set[int] | None = None) -> tuple[int, int]:
+                  days: set[int] | None = None, published: Published | None = None) -> tuple[int, int]:
     """Remove the values past their retention from reports ``lo < id <= hi`` (inside the caller's transaction);
     return ``(m values removed, rows changed)``. ``days``, when given, gets the UTC day (``w // 86400``) of
     every changed report's period start (what dates the open-data ranges the change is in,
-    :mod:`gateway.storage.retention_removals`)."""
+    :mod:`gateway.storage.retention_removals`), of the reports ``published`` (an SQL condition and its
+    parameters, ``retention_removals.published_filter``) holds only, when given."""
     readings = changed = 0
     for kind, _fld, cutoff, _days, path in fields:
         where = " WHERE id > ? AND id <= ? AND kind = ? AND w + l <= ?"
@@ -448,32 +452,35 @@ def remove_values(conn: sqlite3.Connection, fields: list[FieldPlan], lo: int, hi
         touched = where + " AND (json_type(m, ?) IS NOT NULL OR json_type(e, ?) IS NOT NULL)"
         params = (lo, hi, kind, cutoff, path, path)
         if days is not None:
-            days.update(_days_of(conn, "reports", touched, params))
+            days.update(_days_of(conn, "reports", touched, params, published))
         changed += conn.execute("UPDATE reports SET m = json_remove(m, ?), e = json_remove(e, ?)" + touched,
                                 (path, path) + params).rowcount
     return readings, changed
 
 
 def remove_duplicate_values(conn: sqlite3.Connection, fields: list[FieldPlan], lo: int, hi: int,
-                            days: set[int] | None = None) -> int:
+                            days: set[int] | None = None, published: Published | None = None) -> int:
     """Remove the ``e`` values past their retention from ``window_duplicates`` rows ``lo < rowid <= hi`` (the
-    spend of a release not stored goes with the stored release's); return the rows changed. ``days``, when
-    given, gets the UTC day of every changed row's period start, as for :func:`remove_values`."""
+    spend of a release not stored goes with the stored release's); return the rows changed. ``days`` and
+    ``published``, when given: as for :func:`remove_values`."""
     changed = 0
     for kind, _fld, cutoff, _days, path in fields:
         touched = " WHERE rowid > ? AND rowid <= ? AND kind = ? AND w + l <= ? AND json_type(e, ?) IS NOT NULL"
         params = (lo, hi, kind, cutoff, path)
         if days is not None:
-            days.update(_days_of(conn, "window_duplicates", touched, params))
+            days.update(_days_of(conn, "window_duplicates", touched, params, published))
         changed += conn.execute("UPDATE window_duplicates SET e = json_remove(e, ?)" + touched,
                                 (path,) + params).rowcount
     return changed
 
 
-def _days_of(conn: sqlite3.Connection, table: str, where: str, params: tuple[object, ...]) -> list[int]:
+def _days_of(conn: sqlite3.Connection, table: str, where: str, params: tuple[object, ...],
+             published: Published | None) -> list[int]:
     """The UTC days of period start of the rows of ``table`` the ``UPDATE`` under ``where`` is about to change,
     read in the same transaction right before it (not ``UPDATE ... RETURNING``, which needs SQLite 3.35: the
     system SQLite of Debian 10 / Ubuntu 20.04, hosts docs/gateway.md supports, is 3.27 / 3.31)."""
     # w / 86400 truncates towards zero in SQLite; less one for a negative remainder: w // 86400, as Python
+    if published is not None:
+        where, params = where + " AND " + published[0], params + tuple(published[1])
     return [int(r[0]) for r in conn.execute(
         "SELECT DISTINCT w / 86400 - (w % 86400 < 0) FROM " + table + where, params)]

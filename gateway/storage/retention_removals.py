@@ -4,11 +4,11 @@ The open-data CSV exports name their body by what it is made of (the newest repo
 version, :mod:`gateway.storage.open_data_reads`), and date it by the publication mark of its newest report.
 A retention removal changes a body without a new report: the data version moves (a new ``ETag``), but the
 newest report left is the same or an older one, so a client deciding by date alone (``wget -N``, ``curl -z``)
-would keep a copy holding values retention removed. So every value batch that removes something also records,
-in the same transaction, when it did so for each UTC day its changed reports' periods begin in (the ``meta``
-row :data:`META_KEY`); a range's stamp reads the latest such time of the days it reads reports of, in the same
-statement as the data version, and its ``Last-Modified`` is never earlier than the minute after it
-(``gateway.web.publication.csv_removal_mark``).
+would keep a copy holding values retention removed. So every value batch that removes something from a report
+the CSV may have published (:func:`published_filter`) also records, in the same transaction, when it did so
+for each UTC day those reports' periods begin in (the ``meta`` row :data:`META_KEY`); a range's stamp reads
+the latest such time of the days it reads reports of, in the same statement as the data version, and its
+``Last-Modified`` is never earlier than the minute after it (``gateway.web.publication.csv_removal_mark``).
 
 Per day, so a range retention did not touch keeps its ``Last-Modified``. Bounded by the longest retention in
 force: a day older than it and a week (the longest period a report covers) holds no value retention still
@@ -24,9 +24,12 @@ answer's ``Date`` (the host's wall clock) caps the ``Last-Modified`` it gives.
 from __future__ import annotations
 
 import json
+import re
 import sqlite3
 from dataclasses import dataclass, field
 from typing import Iterable
+
+from gateway.storage.meta_keys import PUBLISHED_META_PREFIX
 
 # The meta row (no ``published:`` prefix: the web layer cannot write it).
 META_KEY = "retention_removed"
@@ -36,6 +39,8 @@ MAX_DAYS = 4096
 # How far before the longest retention's cut-off a day is still kept apart: a report's period is a week at
 # most (``day``: a day; the longest a board sends), and a day more for the UTC day boundary.
 MARGIN_DAYS = 8
+# The CSV marks: hh:05 (gateway.web.publication.csv_mark; the storage layer does not import the web's).
+_CSV_MARK_OFFSET_S = 300
 # The time a value that cannot be read dates every day by: later than any real time (capped by each answer's
 # ``Date``: every range is dated "now" until the next removal rewrites the row), and exact as a float.
 DAMAGED_AT = 2**53
@@ -119,6 +124,25 @@ def keep_from_day(retention_days: Iterable[int], now: float) -> int | None:
     if longest is None:
         return None
     return (int(now) - int(longest) * DAY_S) // DAY_S - MARGIN_DAYS
+
+
+def published_filter(conn: sqlite3.Connection, at: int, kind: str) -> tuple[str, tuple[int, int]]:
+    """The SQL condition (on ``rowid`` and ``received_at``) and its parameters of a row the CSV exports may have
+    published by ``at``: received before the last CSV mark at or before ``at``, or at or below the bound the CSV
+    saved (``kind``: ``csv`` for ``reports``, ``repeats`` for ``window_duplicates``; what it served before a
+    clock was set back). The saved bound can lag what was served (it is saved in the background), the mark
+    cannot: either suffices. A removal from any other row changes no body served yet, and the row's report is
+    dated by its own (later) mark once published, so it is not recorded (review L1)."""
+    mark = (int(at) - _CSV_MARK_OFFSET_S) // 3600 * 3600 + _CSV_MARK_OFFSET_S
+    return "(received_at < ? OR rowid <= ?)", (mark, _saved_bound(conn, kind))
+
+
+def _saved_bound(conn: sqlite3.Connection, kind: str) -> int:
+    """The bound ``published:<kind>`` holds (``gateway.web.publication.encode_published``: "bound mark µs"),
+    0 for none or a value that cannot be read (then the mark alone decides)."""
+    row = conn.execute("SELECT value FROM meta WHERE key = ?", (PUBLISHED_META_PREFIX + kind,)).fetchone()
+    found = None if row is None else re.fullmatch(r"([0-9]{1,18}) [0-9]{1,18} [0-9]{1,18}", str(row[0]))
+    return 0 if found is None else int(found.group(1))
 
 
 def record(conn: sqlite3.Connection, days: Iterable[int], at: int, keep_from: int | None = None) -> None:

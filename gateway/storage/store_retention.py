@@ -338,14 +338,17 @@ class RetentionStore(GuardedStore):
                         del values.todo[0]
                 if hi is not None:
                     days: set[int] = set()
-                    readings, changed = field_retention.remove_values(conn, values.fields, values.after, hi, days)
+                    at = int(self.removal_clock())
+                    readings, changed = field_retention.remove_values(
+                        conn, values.fields, values.after, hi, days,
+                        retention_removals.published_filter(conn, at, "csv"))
                     if changed:
                         # Stored values changed without a new report: readers that name their answers by the
                         # newest report (the open-data CSV's ETag) also name them by this version, and date
                         # them no earlier than this removal (its days). Same transaction as the removal, so
                         # no reader sees one without the others.
                         add_to_counter(conn, DATA_VERSION_COUNTER, 1)
-                        retention_removals.record(conn, days, int(self.removal_clock()), self._removal_days_from(rows))
+                        retention_removals.record(conn, days, at, self._removal_days_from(rows))
             if hi is None:
                 self._cleared.passed(values.fields, values.top)  # every value past its cut-off is gone
                 values.stage, values.after = "duplicates", 0
@@ -359,12 +362,14 @@ class RetentionStore(GuardedStore):
             with self._writing("retention (window duplicates' values)") as conn:
                 hi = field_retention.next_range(conn, "window_duplicates", values.after, values.duplicates_top,
                                                 field_retention.FIELD_BATCH)
-                dup_days: set[int] = set()
-                if hi is not None and field_retention.remove_duplicate_values(conn, values.fields, values.after, hi,
-                                                                              dup_days):
-                    add_to_counter(conn, DATA_VERSION_COUNTER, 1)  # as for the reports' values
-                    retention_removals.record(conn, dup_days, int(self.removal_clock()),
-                                              self._removal_days_from(rows))
+                if hi is not None:
+                    dup_days: set[int] = set()
+                    at = int(self.removal_clock())
+                    if field_retention.remove_duplicate_values(
+                            conn, values.fields, values.after, hi, dup_days,
+                            retention_removals.published_filter(conn, at, "repeats")):
+                        add_to_counter(conn, DATA_VERSION_COUNTER, 1)  # as for the reports' values
+                        retention_removals.record(conn, dup_days, at, self._removal_days_from(rows))
             if hi is None:
                 values.stage = "rows"
                 self._log_values_removed(rows)

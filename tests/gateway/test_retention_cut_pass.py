@@ -306,7 +306,8 @@ async def test_under_a_simulated_clock_a_removal_is_dated_by_it(tmp_path: Path) 
     cfg = make_env(tmp_path, extra='[retention]\ninterval_s = 3600\n[sim_clock]\nfollow_file = "sim-clock.json"\n')
     t = int(virtual) - int(virtual) % 900
     gw = Gateway(load_config(cfg))
-    gw.store.insert_batch([rec("b1", s, t - 100 * DAY + 900 * s, received=virtual - 60) for s in range(1, 41)])
+    # received before the last CSV mark (hh:05): published, so its removal dates open data (review L1)
+    gw.store.insert_batch([rec("b1", s, t - 100 * DAY + 900 * s, received=virtual - 7200) for s in range(1, 41)])
     gw.store.save_meta("retention_clock", json.dumps({"hold": None, "ran_at": None, "days": {
         "%s.%s" % k: (30 if k == ("bin", "temp") else d) for k, d in sorted(gw.retention().items())}}))
     await gw.start()

@@ -41,8 +41,8 @@ def test_the_days_are_read_without_returning_for_reports_and_repeat_releases(tmp
                          " '{\"mot\":500}', 1, ?, ?, 'gw', 'serial:/dev/x')", (b, "%064x" % 9, b + 965.0))
         statements: list[str] = []
         store._conn.set_trace_callback(statements.append)
-        times = iter([NOW + 60, NOW + 120])  # the values batch, then the repeat releases' batch
-        store.removal_clock = lambda: float(next(times))
+        calls: list[int] = []  # each batch reads the clock once: 60 s apart
+        store.removal_clock = lambda: float(NOW + 60 * (calls.append(1) or len(calls)))
         try:
             assert store.apply_retention({("streetlight", "lux"): 5, ("streetlight", "mot"): 5}, float(NOW)) == 3
         finally:
@@ -50,7 +50,8 @@ def test_the_days_are_read_without_returning_for_reports_and_repeat_releases(tmp
         # Before the fix: UPDATE reports ... RETURNING w and UPDATE window_duplicates ... RETURNING w.
         assert not [s for s in statements if "RETURNING" in s.upper()]
         log = _log(store)
-        assert log.days == {a // DAY: NOW + 60, b // DAY: NOW + 120}  # each batch its own days and time
+        assert set(log.days) == {a // DAY, b // DAY}  # the repeat release's day from its own stage, later
+        assert NOW < log.days[a // DAY] < log.days[b // DAY] <= NOW + 60 * len(calls)
         assert store._conn.execute("SELECT e FROM window_duplicates").fetchone()[0] == "{}"
         assert store._conn.execute("SELECT COUNT(*) FROM reports WHERE m != '{}' OR e != '{}'").fetchone()[0] == 0
         # rows changed still counted (.rowcount): a second pass changes nothing and records nothing new
@@ -88,5 +89,33 @@ def test_a_pass_keeps_apart_the_days_within_the_longest_retention_only(tmp_path:
         assert keep == (NOW - 365 * DAY) // DAY - retention_removals.MARGIN_DAYS
         assert sorted(log.days) == list(range(keep, (NOW - 90 * DAY) // DAY))
         assert len(log.days) > 256 and log.floor_day == keep - 1 and log.floor_at == NOW
+    finally:
+        store.close()
+
+
+def test_only_removals_from_reports_the_csv_may_have_published_are_recorded(tmp_path: Path) -> None:
+    """Review L1: received before the CSV mark at the removal (hh:05), or at or below the bound the CSV saved
+    (``published:csv``: what it served before the clock was set back); not a report received since."""
+    store = ReportStore(tmp_path / "s.db", gateway_id="gw")
+    try:
+        at = NOW + 1800  # 12:30: the mark is 12:05
+        days = [NOW - (10 + i) * DAY for i in range(3)]
+        store.insert_batch([
+            ReportRecord(device="sl-01", seq=1 + i, kind="streetlight", zone="centre", type="win", w=w, l=900,
+                         m={"lux": 1}, e={}, a=[], fw="1.0", received_at=r, link="serial:/dev/x",
+                         digest="%064x" % (1 + i))
+            for i, (w, r) in enumerate([(days[0], NOW + 200.0),       # before the 12:05 mark: published
+                                        (days[1], NOW + 1500.0),      # 12:25, but under the saved bound
+                                        (days[2], NOW + 1600.0)])])   # 12:26: not published yet
+        store.save_meta("published:csv", "2 %d %d" % (NOW + 300, round((NOW + 1500.0) * 1_000_000)))
+        store.removal_clock = lambda: float(at)
+        assert store.apply_retention({("streetlight", "lux"): 5}, float(NOW)) == 3  # all three removed
+        assert _log(store).days == {days[0] // DAY: at, days[1] // DAY: at}
+        # a saved value that cannot be read: the mark alone decides
+        store.insert_batch([rec(9, days[1] + 900, {"lux": 1})])  # received days ago
+        store.save_meta("published:csv", "garbage")
+        store.removal_clock = lambda: float(at + 600)
+        assert store.apply_retention({("streetlight", "lux"): 5}, float(NOW)) == 1
+        assert _log(store).days == {days[0] // DAY: at, days[1] // DAY: at + 600}
     finally:
         store.close()
