@@ -126,6 +126,7 @@ class BinApp(AppBase):
         self.lid_refractory_s = lid.get("refractory_s", 5)
         self.lid_every_s = lid.get("release_every_s", 86400)
         self.wake = Signal()
+        self.held_slot = False  # hold_until_ms: the instant held is the alarm's retry slot
         # keep_ms=0: the time since an opening is never asked; each poll (run_awake) forgets the
         # stamps it no longer needs, so none is compared after ticks wrap (2**30 ms)
         self.lid_irq = EventCounter(self.lid_refractory_s * 1000, on_edge=self.wake, keep_ms=0)
@@ -467,7 +468,7 @@ class BinApp(AppBase):
             return due - now
         return step - now % step
 
-    def hold_until_ms(self, boot_ms):
+    def hold_until_ms(self, boot_ms, now_ms=None):
         """At a lid wake: the instant (RTC ms) at which it does the work of the timer wake it keeps
         from happening, or None (it sleeps, the timer wake comes as planned).
 
@@ -483,8 +484,15 @@ class BinApp(AppBase):
         2026-12-07). If that instant has passed (the lid opened within this wake's own few ms of
         work before it), at once. Costs at most ``HOLD_MS`` more awake than the timer wake's boot it
         saves (docs/privacy.md).
+
+        ``now_ms``: the RTC when this wake's code began (None: now), read before the lid wake's own
+        work (its state save) so that the work falls inside the wait. Sets ``held_slot``: the instant is
+        the waiting alarm's retry slot, whose radio :meth:`run_deep` then starts however late the slow
+        work made it (radio_due would take a slot reached past ``SLOT_BOOT_S`` for none).
         """
-        now_ms = self.clock.time_ms()
+        if now_ms is None:
+            now_ms = self.clock.time_ms()
+        self.held_slot = False
         began = (now_ms - boot_ms) // 1000
         st = self.state
         w = st["next"]
@@ -499,9 +507,11 @@ class BinApp(AppBase):
             d = st["ard"]
             if not (d and began <= d <= now_ms // 1000 + step):
                 d = began + (-began) % step  # the first multiple of the step from this wake on
-            if w is None or d < w:
+            if w is None or d <= w:
                 w = d
+                self.held_slot = True
         if w is None or w * 1000 - now_ms > HOLD_MS:
+            self.held_slot = False
             return None
         return w * 1000 + boot_ms
 
@@ -641,9 +651,12 @@ class BinApp(AppBase):
                 reading raised an alarm.
         """
         boot_ms = min(max(0, self.clock.ticks_ms()), BOOT_MAX_MS)  # ticks restart at the reset
+        began_ms = self.clock.time_ms()  # before on_pin_wake's save: its flash write falls in the hold
         tip = woke_by_pin and self.on_pin_wake()
+        slot = False
         if woke_by_pin and not tip:
-            at_ms = self.hold_until_ms(boot_ms)
+            at_ms = self.hold_until_ms(boot_ms, began_ms)
+            slot = self.held_slot
             if at_ms is not None:
                 if await self._until_ms(at_ms):
                     tip = True  # tilted while held: as a tilt wake, the radio at once
@@ -655,7 +668,8 @@ class BinApp(AppBase):
             # wakes (alarm retries) must not push it on for ever
             self.save()
         if tip or not woke_by_pin:
-            radio = tip or self.radio_due(self.clock.time())
+            # a held retry slot sends as the slot's timer wake would, even reached late (slow work)
+            radio = tip or slot or self.radio_due(self.clock.time())
             if radio and start_links is not None:
                 start_links()
             before = self.alarms
