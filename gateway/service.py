@@ -307,7 +307,7 @@ class Gateway:
                          health_checks=[self._health], links_in_health_checks=True, clock=self.clock,
                          ble_enabled=self.config.ble.enabled,
                          allowed_hosts=(*http.allowed_hosts, http.listen), trusted_proxies=http.trusted_proxies,
-                         extra_routes=plan_routes,
+                         admin_networks=http.admin_networks, extra_routes=plan_routes,
                          open_data=OpenDataMeta.of(self.config.open_data),
                          # published: keys only, here too: the retention row holds a data-protection hold
                          save_meta=published_meta_writer(self._save_meta))

@@ -34,7 +34,7 @@ def parse_http(sec: Section, base: Path) -> HttpConfig | None:
     cfg = HttpConfig(enabled=enabled, listen=listen, port=sec.number("port", int, 8080, 0, 65535),
                      admin_token_file=token_path, allowed_hosts=_parse_allowed_hosts(sec),
                      max_connections=sec.number("max_connections", int, 256, 8, 1_000_000),
-                     trusted_proxies=_parse_trusted_proxies(sec))
+                     trusted_proxies=_parse_trusted_proxies(sec), admin_networks=_parse_admin_networks(sec))
     return cfg if enabled else None
 
 
@@ -121,6 +121,36 @@ def _parse_trusted_proxies(sec: Section) -> tuple[str, ...]:
             raise sec.error("http.trusted_proxies", "http.trusted_proxies[%d]: %s" % (i, exc), "bad_value") from None
         if network not in networks:
             networks.append(network)
+    return tuple(networks)
+
+
+def _parse_admin_networks(sec: Section) -> tuple[str, ...]:
+    """``http.admin_networks``: networks (CIDR, or one address) whose clients the admin throttle's global budget
+    never refuses (their own wrong tokens still pause them: gateway.web.admin_throttle)."""
+    raw = sec.get("admin_networks", list, [])
+    networks: list[str] = []
+    for i, item in enumerate(raw):
+        if not isinstance(item, str):
+            raise sec.error("http.admin_networks", "http.admin_networks[%d] must be a string, not %r" % (i, item),
+                            "wrong_type")
+        try:
+            network = ipaddress.ip_network(item.strip(), strict=True)
+        except ValueError as exc:
+            hint = ""
+            if "has host bits set" in str(exc):
+                hint = " (host bits set: did you mean %s?)" % ipaddress.ip_network(item.strip(), strict=False)
+            raise sec.error("http.admin_networks", "http.admin_networks[%d] = %r is not a network%s; write one as"
+                            " CIDR, e.g. \"10.20.0.0/24\" or \"2001:db8:5::/48\"" % (i, item, hint),
+                            "bad_value") from None
+        mapped = network.network_address.ipv4_mapped if isinstance(network, ipaddress.IPv6Network) else None
+        if mapped is not None and network.prefixlen >= 96:  # how a dual-stack socket names IPv4 peers
+            network = ipaddress.IPv4Network("%s/%d" % (mapped, network.prefixlen - 96))
+        if network.prefixlen == 0:
+            raise sec.error("http.admin_networks", "http.admin_networks[%d] = %r is every address: no client"
+                            " would be held to the global cap of wrong admin tokens; list the operators'"
+                            " networks only" % (i, item), "bad_value")
+        if str(network) not in networks:
+            networks.append(str(network))
     return tuple(networks)
 
 

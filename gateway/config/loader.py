@@ -210,7 +210,7 @@ def parse_config(data: dict[str, Any], *, source: Path | None, read_only: bool =
             "username", "password_file", "password", "tls", "ca_file", "cert_file", "key_file")), base)
     http = parse_http(Section(top.data.get("http", {}), "http", source,
                                 ("enabled", "listen", "port", "admin_token_file", "allowed_hosts",
-                                 "max_connections", "trusted_proxies")), base)
+                                 "max_connections", "trusted_proxies", "admin_networks")), base)
     overrides, interval = _parse_retention(top.data.get("retention", {}), source)
     sim_clock = None
     if "sim_clock" in top.data:

@@ -66,6 +66,8 @@ class HttpConfig:
     (DNS rebinding). ``max_connections``: most HTTP connections served at once (lowered at start to
     leave room under the open-file limit; see gateway.web.connlimit). ``trusted_proxies``: addresses or
     networks of reverse proxies whose ``X-Forwarded-For`` names the client (gateway.web.forwarded).
+    ``admin_networks``: networks whose clients the admin throttle's global budget never refuses
+    (gateway.web.admin_throttle).
     """
 
     enabled: bool = True
@@ -75,6 +77,7 @@ class HttpConfig:
     allowed_hosts: tuple[str, ...] = ()
     max_connections: int = 256
     trusted_proxies: tuple[str, ...] = ()
+    admin_networks: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -319,6 +319,7 @@ def build_app(
     ble_enabled: bool | None = None,
     trusted_proxies: Iterable[str] = (),
     links_in_health_checks: bool = False,
+    admin_networks: Iterable[str] = (),
 ) -> web.Application:
     """Build the application over already-adapted data sources (see :func:`create_app`).
 
@@ -346,11 +347,13 @@ def build_app(
         links_in_health_checks: ``health_checks`` report every link (the gateway's own check, which
             knows BLE's first scan is no outage): ``/healthz`` derives no link problem from
             ``civicedge_link_state``. False: a link whose state is 0 is reported as down.
+        admin_networks: networks whose clients the admin throttle's global budget never refuses (``[http]
+            admin_networks``, gateway.web.admin_throttle); a bad entry raises ValueError.
     """
     proxies = TrustedProxies(trusted_proxies)
     ctx = WebContext(
         fleet=fleet, admin=admin, policy=policy, metrics_registry=metrics_registry,
-        token=AdminToken(admin_token, path=admin_token_file), health_checks=tuple(health_checks), clock=clock,
+        token=AdminToken(admin_token, path=admin_token_file, admin_networks=admin_networks), health_checks=tuple(health_checks), clock=clock,
         max_body_bytes=max_body_bytes, body_timeout_s=body_timeout_s, hosts=HostAllowlist(allowed_hosts),
         ble_enabled=ble_enabled, links_in_health_checks=links_in_health_checks,
     )
@@ -400,6 +403,7 @@ def create_app(
     save_meta: Callable[[str, str], Awaitable[object]] | None = None,
     trusted_proxies: Iterable[str] = (),
     links_in_health_checks: bool = False,
+    admin_networks: Iterable[str] = (),
 ) -> web.Application:
     """Build the web application over the gateway's storage read API and device registry.
 
@@ -431,6 +435,8 @@ def create_app(
         trusted_proxies: reverse proxies whose ``X-Forwarded-For`` names the client
             (``[http] trusted_proxies``).
         links_in_health_checks: ``health_checks`` report every link themselves (see :func:`build_app`).
+        admin_networks: networks whose clients the admin throttle's global budget never refuses
+            (``[http] admin_networks``).
 
     Returns:
         The aiohttp application; serve it with :func:`start_http`.
@@ -447,6 +453,7 @@ def create_app(
         max_body_bytes=max_body_bytes, body_timeout_s=body_timeout_s, keepalive_timeout_s=keepalive_timeout_s,
         allowed_hosts=allowed_hosts, open_data=open_data, ble_enabled=ble_enabled,
         trusted_proxies=trusted_proxies, links_in_health_checks=links_in_health_checks,
+        admin_networks=admin_networks,
     )
 
     async def stop_store_reads(_app: web.Application) -> None:

@@ -10,7 +10,7 @@ import os
 import time
 import weakref
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterable
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter
@@ -68,11 +68,17 @@ class AdminThrottled(WebError):
         return {"Retry-After": str(self.retry_after_s)}
 
 
-def throttle_client(request: web.Request) -> str:
-    """The key :class:`AdminThrottle` counts ``request``'s wrong tokens under: its client's address as
-    gateway.web.forwarded decides it (behind a proxy of ``[http] trusted_proxies``, the address the proxy
-    names; also before that middleware ran, as for ``Expect: 100-continue``), an IPv6 address by its /64
-    (one machine is usually given a whole /64 to pick addresses from)."""
+IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+# The coarse network of a client whose wrong tokens share the throttle's reserve (gateway.web.admin_throttle):
+# what one site or one hosting customer usually holds.
+V4_NETWORK_BITS = 24
+V6_NETWORK_BITS = 48
+
+
+def _client_address(request: web.Request) -> ipaddress.IPv4Address | ipaddress.IPv6Address | str:
+    """``request``'s client address as gateway.web.forwarded decides it (behind a proxy of ``[http]
+    trusted_proxies``, the address the proxy names; also before that middleware ran, as for ``Expect:
+    100-continue``), an IPv4-mapped IPv6 one as its IPv4 address; the text when it is no address."""
     remote = request.remote
     proxies = request.app.get(TRUSTED_PROXIES_KEY) if request.get(VIA_PROXY) is None else None
     if proxies is not None:
@@ -81,11 +87,31 @@ def throttle_client(request: web.Request) -> str:
         address = ipaddress.ip_address(remote or "")
     except ValueError:
         return remote or "unknown address"
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    return address
+
+
+def throttle_client(request: web.Request) -> str:
+    """The key :class:`AdminThrottle` counts ``request``'s wrong tokens under: its client's address
+    (:func:`_client_address`), an IPv6 address by its /64 (one machine is usually given a whole /64 to pick
+    addresses from, SLAAC privacy addresses changing daily: keyed by /128 a guesser would be a new client at
+    every guess)."""
+    address = _client_address(request)
     if isinstance(address, ipaddress.IPv6Address):
-        if address.ipv4_mapped is not None:
-            return str(address.ipv4_mapped)
         return str(ipaddress.IPv6Network((address, 64), strict=False))
     return str(address)
+
+
+def throttle_network(request: web.Request) -> str:
+    """The coarse network of ``request``'s client (IPv4 /24, IPv6 /48) that the throttle's reserve for quiet
+    networks is kept by (gateway.web.admin_throttle): one source network cannot take it all."""
+    address = _client_address(request)
+    if isinstance(address, ipaddress.IPv4Address):
+        return str(ipaddress.IPv4Network((address, V4_NETWORK_BITS), strict=False))
+    if isinstance(address, ipaddress.IPv6Address):
+        return str(ipaddress.IPv6Network((address, V6_NETWORK_BITS), strict=False))
+    return address
 
 
 # The throttle counter of each metrics registry (one per gateway; several apps may share one).
@@ -168,6 +194,8 @@ class AdminToken:
         token: the admin token, or None to refuse every admin call.
         clock: monotonic time of the file checks, the log limits and the throttle.
         path: the file ``token`` was read from (followed while the gateway runs).
+        admin_networks: networks (``[http] admin_networks``) whose clients the throttle's global budget
+            never refuses (their own wrong tokens still pause them).
 
     Raises:
         ValueError: the token is shorter than 16 characters, a placeholder (fewer than 4 distinct
@@ -175,7 +203,9 @@ class AdminToken:
     """
 
     def __init__(self, token: str | None, clock: Callable[[], float] = time.monotonic, *,
-                 path: Path | None = None) -> None:
+                 path: Path | None = None, admin_networks: Iterable[str | IpNetwork] = ()) -> None:
+        self._admin_networks = tuple(n if not isinstance(n, str) else ipaddress.ip_network(n.strip())
+                                     for n in admin_networks)
         if token is not None:
             problem = token_problem(token)
             if problem is not None:
@@ -307,7 +337,8 @@ class AdminToken:
         self.refresh()
         if self._token is None or self._problem is not None or scheme.lower() != "bearer" or not presented:
             return False
-        if self.throttle.refusal(throttle_client(request)) is not None:
+        if self.throttle.refusal(throttle_client(request), throttle_network(request),
+                                 exempt=self._exempt(request)) is not None:
             return False
         return self._matches(presented)
 
@@ -325,8 +356,8 @@ class AdminToken:
             raise Unavailable(self._problem, code="token_file_unusable")
         registry = _metrics_registry(request)
         counter = None if registry is None else throttled_counter(registry)  # the series shows from the first call
-        client = throttle_client(request)
-        refusal = self.throttle.refusal(client)
+        client, network, exempt = throttle_client(request), throttle_network(request), self._exempt(request)
+        refusal = self.throttle.refusal(client, network, exempt=exempt)
         if refusal is not None:
             if counter is not None:
                 counter.labels(scope=refusal.scope).inc()
@@ -334,17 +365,24 @@ class AdminToken:
         if scheme.lower() != "bearer" or not presented:
             raise self._refuse(request, "missing bearer token (Authorization: Bearer <token>)", "missing_token")
         if not self._matches(presented):
-            self.throttle.wrong(client)
+            self.throttle.wrong(client, network, exempt=exempt)
             raise self._refuse(request, "wrong admin token", "wrong_token")
         self.throttle.right(client)
+
+    def _exempt(self, request: web.Request) -> bool:
+        """The client is in ``[http] admin_networks``: the global budget never refuses it."""
+        address = _client_address(request)
+        return not isinstance(address, str) and any(address in n for n in self._admin_networks)
 
     def _throttled(self, request: web.Request, refusal: Refusal) -> AdminThrottled:
         if refusal.scope == "client":
             why = ("%d wrong admin tokens in a row from this client: its next token is compared in %d s"
                    % (refusal.wrong_tokens, refusal.retry_after_s))
         else:
-            why = ("more than %g wrong admin tokens a second from all clients: tokens are compared again in %d s"
-                   " (a client that presented the right token within the last day is still checked)"
+            why = ("more than %g wrong admin tokens a second from all clients, from this client's network within"
+                   " the last minute too or from so many networks that the share kept for others is spent: tokens"
+                   " are compared again in %d s (a client that presented the right token within the last day, or"
+                   " one in [http] admin_networks, is still checked)"
                    % (GLOBAL_WRONG_PER_S, refusal.retry_after_s))
         skipped = self._throttled_log.allow()
         if skipped is not None:

@@ -30,6 +30,8 @@ from gateway.web.admin_throttle import (
     MAX_CLIENTS,
     MAX_KNOWN_GOOD,
     MAX_PAUSE_S,
+    RESERVE_BURST,
+    RESERVE_PER_S,
     AdminThrottle,
     Refusal,
 )
@@ -141,25 +143,27 @@ async def test_a_guesser_spread_over_many_addresses_is_held_to_the_global_budget
     operator = "198.51.100.7"
     assert await _call(proxied, operator, ADMIN_TOKEN) == (200, "", None)  # the operator's client is known good
     compared = 0
-    for i in range(200):  # one wrong token from each of 200 addresses, at one instant
+    for i in range(200):  # one wrong token from each of 200 addresses of one /24, at one instant
         status, code, retry = await _call(proxied, "203.0.113.%d" % (i + 1), WRONG)
         if status == 401:
             compared += 1
         else:
             assert (status, code, retry) == (429, "admin_throttled", "1")
-    assert compared == GLOBAL_BURST
-    # A new client is refused unchecked, whatever its token ...
-    assert await _call(proxied, "192.0.2.44", ADMIN_TOKEN) == (429, "admin_throttled", "1")
-    # ... the operator's is still checked: its right token works, its wrong one is still a 401.
+    assert compared == GLOBAL_BURST - RESERVE_BURST  # the rest is kept for other networks
+    # A new client of the guesser's network is refused unchecked, whatever its token ...
+    assert await _call(proxied, "203.0.113.244", ADMIN_TOKEN) == (429, "admin_throttled", "1")
+    # ... one of another network is checked (the reserve), as is the operator's known-good one.
+    assert await _call(proxied, "192.0.2.44", ADMIN_TOKEN) == (200, "", None)
     assert await _call(proxied, operator, ADMIN_TOKEN) == (200, "", None)
     assert await _call(proxied, operator, WRONG) == (401, "wrong_token", None)
-    assert _throttled(proxied)["global"] == 200 - GLOBAL_BURST + 1
-    # A second later the budget has GLOBAL_WRONG_PER_S more compares.
+    assert _throttled(proxied)["global"] == 200 - compared + 1
+    # A second later the budget has GLOBAL_WRONG_PER_S more compares, all told.
     clock.now += 1.0
-    compared = sum([(await _call(proxied, "192.0.2.%d" % (i + 100), WRONG))[0] == 401 for i in range(30)])
-    assert compared == GLOBAL_WRONG_PER_S
+    compared = sum([(await _call(proxied, "192.0.%d.9" % (i + 100), WRONG))[0] == 401 for i in range(30)])
+    # the shared part's second, and the reserve (refilled at RESERVE_PER_S to its burst: the operator's typo drew one)
+    assert compared == GLOBAL_WRONG_PER_S - RESERVE_PER_S + RESERVE_BURST
     clock.now += 1.0
-    assert await _call(proxied, "192.0.2.44", ADMIN_TOKEN) == (200, "", None)
+    assert await _call(proxied, "203.0.113.244", ADMIN_TOKEN) == (200, "", None)
 
 
 async def test_ipv6_clients_are_counted_by_their_64(proxied: TestClient) -> None:
@@ -223,10 +227,11 @@ async def test_the_right_token_clears_the_clients_count_of_wrong_ones(proxied: T
 
 
 async def _use_up_the_global_budget(client: TestClient) -> None:
-    """Wrong tokens from new addresses, one each, until the global budget refuses them (at one instant)."""
+    """Wrong tokens from new networks, one each, until the global budget, its reserve for quiet networks
+    included, refuses them (at one instant)."""
     for i in range(int(GLOBAL_BURST)):
-        assert await _call(client, "203.0.113.%d" % (i + 1), WRONG) == (401, "wrong_token", None)
-    assert await _call(client, "203.0.113.250", WRONG) == (429, "admin_throttled", "1")
+        assert await _call(client, "203.0.%d.9" % (i + 1), WRONG) == (401, "wrong_token", None)
+    assert await _call(client, "203.0.250.9", WRONG) == (429, "admin_throttled", "1")
 
 
 async def test_a_known_good_client_is_known_good_for_a_day_only(proxied: TestClient, clock: Clock) -> None:
@@ -247,7 +252,7 @@ def test_the_known_good_clients_are_capped_oldest_first() -> None:
     throttle = AdminThrottle(clock)
     for i in range(MAX_KNOWN_GOOD + 1):
         throttle.right("good-%d" % i)
-    for i in range(int(GLOBAL_BURST)):
+    for i in range(int(GLOBAL_BURST)):  # each its own network: the reserve is spent too
         throttle.wrong("guess-%d" % i)
     assert throttle.refusal("new") == Refusal("global", 1, 0)
     assert throttle.refusal("good-0") == Refusal("global", 1, 0)  # the oldest was let go for the newest
