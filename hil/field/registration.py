@@ -12,13 +12,14 @@ import ipaddress
 import json
 import logging
 import shlex
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from gateway.errors import RegistryError
 from gateway.registry import Registry, same_decimal
@@ -235,6 +236,25 @@ _SWAP_REFUSALS = {(409, "conflict"), (404, "unknown_device"), (409, "revoked"), 
                   (400, "bad_parameter")}
 
 
+# A gateway throttling admin calls (429 admin_throttled, gateway.web.admin_throttle) is asked again after its
+# Retry-After at most this many times, waiting at most this long in all (its pauses grow to 60 s).
+THROTTLED_RETRIES = 3
+THROTTLED_WAIT_S = 75.0
+
+
+def _say(line: str) -> None:
+    """Progress for the person at the terminal (stderr), as the provision command's other lines."""
+    from hil.field.cli_common import say  # here: cli_common pulls in the console library
+
+    say(line)
+
+
+def _retry_after(exc: urllib.error.HTTPError) -> int | None:
+    """The whole seconds of a ``Retry-After`` header (None: absent, or an HTTP date: no gateway sends one)."""
+    value = (exc.headers.get("Retry-After") or "").strip() if exc.headers is not None else ""
+    return int(value) if value.isdigit() and len(value) <= 6 else None
+
+
 class _Changed(Exception):
     """Internal: a compare-and-swap enroll refused (``args``: the gateway's code and message)."""
 
@@ -246,12 +266,21 @@ class AdminApiRegistrar:
         base_url: the gateway's HTTP address, e.g. ``http://gateway.local:8080``.
         token: the admin bearer token.
         timeout_s: per-request timeout.
+        progress: where a line saying the gateway throttles admin calls, and when the call is tried again,
+            goes (default: stderr).
+        sleep: waits that many seconds (tests pass a fake).
+
+    A call answered 429 (the gateway's ``admin_throttled``: too many wrong admin tokens) is tried again after
+    its ``Retry-After``, at most :data:`THROTTLED_RETRIES` times and :data:`THROTTLED_WAIT_S` in all; then
+    GatewayRegistrationError (``reason`` ``admin_throttled``) says why the gateway may be throttling. The
+    gateway answers such a call before it compares the token or changes anything, so asking again is safe.
 
     Raises:
         GatewayRegistrationError: the URL is not http(s).
     """
 
-    def __init__(self, base_url: str, token: str, *, timeout_s: float = 10.0) -> None:
+    def __init__(self, base_url: str, token: str, *, timeout_s: float = 10.0,
+                 progress: Callable[[str], None] = _say, sleep: Callable[[float], None] = time.sleep) -> None:
         url = urllib.parse.urlsplit(base_url)
         if url.scheme not in ("http", "https") or not url.hostname:
             raise GatewayRegistrationError(f"gateway URL {base_url!r} must look like http(s)://HOST[:PORT]",
@@ -259,6 +288,8 @@ class AdminApiRegistrar:
         self.base_url = base_url.rstrip("/")
         self._token = token
         self._timeout_s = timeout_s
+        self._progress = progress
+        self._sleep = sleep
         self.plain_http_remote = url.scheme == "http" and not _is_loopback(url.hostname)
 
     def __call__(self, identity: Identity, force: bool) -> Registration:
@@ -354,7 +385,48 @@ class AdminApiRegistrar:
 
     def _send(self, url: str, *, body: bytes | None = None, method: str = "GET") -> Any:
         """One admin call: the JSON answer. HTTP errors are raised as ``urllib.error.HTTPError`` for the
-        caller to read; anything else as GatewayRegistrationError."""
+        caller to read; anything else as GatewayRegistrationError, a 429 once retries are used up
+        (:class:`AdminApiRegistrar`)."""
+        waited = 0
+        for attempt in range(THROTTLED_RETRIES + 1):
+            try:
+                return self._send_once(url, body=body, method=method)
+            except urllib.error.HTTPError as exc:
+                if exc.code != 429:
+                    raise
+                code, message = gateway_error(exc)
+                wait = _retry_after(exc)
+                wait = 1 if wait is None else max(1, wait)
+                if attempt == THROTTLED_RETRIES or waited + wait > THROTTLED_WAIT_S:
+                    raise self._throttled(code, message, attempt + 1, waited) from None
+                self._progress(f"the gateway at {self.base_url} is throttling admin calls (HTTP 429 "
+                               f"{code or 'too many requests'}); trying again in {wait} s "
+                               f"({attempt + 2} of at most {THROTTLED_RETRIES + 1} tries)")
+                self._sleep(wait)
+                waited += wait
+        raise AssertionError("unreachable")  # the last try returns or raises
+
+    def _throttled(self, code: str, message: str, tries: int, waited: int) -> GatewayRegistrationError:
+        """The error of a call still answered 429 after ``tries`` tries and ``waited`` seconds."""
+        gave_up = f"{tries} tries over {waited} s"
+        if code != "admin_throttled":
+            # Not the gateway's own answer: a proxy in front of it limits requests.
+            return GatewayRegistrationError(
+                f"{self.base_url} answered HTTP 429 (too many requests{': ' + code if code else ''}) to "
+                f"{gave_up}; a proxy in front of the gateway limits requests: retry later, or pass the gateway's "
+                "own address with --gateway", gateway=self.base_url, reason=code or "too_many_requests")
+        return GatewayRegistrationError(
+            f"the gateway at {self.base_url} is throttling admin calls (429 admin_throttled, {gave_up}; it did "
+            f"not check the token): {message or 'too many wrong admin tokens'}. It does so after 5 wrong admin "
+            "tokens in a row from one client (this machine's address, or one it shares: a NAT, an IPv6 /64, a "
+            "reverse proxy not in the gateway's [http] trusted_proxies, so another machine's wrong tokens count "
+            "as this one's), or past 10 wrong tokens a second from all clients (someone may be guessing the "
+            "token). Check that --token-file is the gateway's current [http] admin_token_file, look for "
+            "'admin_throttled' in the gateway's log, and retry later; a machine in the gateway's [http] "
+            "admin_networks is not held by the second limit", gateway=self.base_url, reason="admin_throttled")
+
+    def _send_once(self, url: str, *, body: bytes | None = None, method: str = "GET") -> Any:
+        """One HTTP request of :meth:`_send`."""
         headers = {"Authorization": f"Bearer {self._token}"}
         if body is not None:
             headers["Content-Type"] = "application/json"
