@@ -83,6 +83,9 @@ port = 8080
 # Reverse proxies (addresses or networks) whose X-Forwarded-For header names the client: admin audit
 # lines and the route planner's per-client limit then see the client, not the proxy.
 # trusted_proxies = ["127.0.0.1"]
+# Networks the operators call the admin API from: never refused by the throttle's global cap on wrong
+# tokens (10 a second from all clients), so a distributed guesser cannot lock them out.
+# admin_networks = ["10.20.0.0/24"]
 
 # Open data (/opendata): shown in the index and in each dataset; "not set" until the city decides
 # (run --check and the start log warn while the licence is not set: such data is legally unusable).
