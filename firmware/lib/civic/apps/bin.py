@@ -528,12 +528,23 @@ class BinApp(AppBase):
         self.save()
         return True
 
-    async def _until_ms(self, at_ms):
-        # awake (feeding the watchdog, polling the tilt) until the RTC shows at_ms; True if a tilt
-        # raised the tip alarm meanwhile (the caller then acts as a tilt wake: radio at once)
+    async def _until_ms(self, at_ms, boot_ms=0):
+        # awake (feeding the watchdog, polling the tilt and the lid) until the RTC shows at_ms; True if
+        # a tilt raised the tip alarm meanwhile (the caller then acts as a tilt wake: radio at once).
+        # The lid pin wakes only a sleeping chip: an opening while held (its edge, polled) is counted
+        # here as its own lid wake would have counted it (refractory on the RTC, at the opening plus
+        # the boot: that wake's time, as the first opening's count is this wake's), and saved
+        was = self.lid.active()
         while True:
             if self.tilt_poll():
                 return True
+            o = self.lid.active()
+            if o and not was:
+                n = self.state["lid"]
+                self.lid_opened((self.clock.time_ms() + boot_ms) // 1000)
+                if self.state["lid"] != n:
+                    self.save()
+            was = o
             left = at_ms - self.clock.time_ms()
             if left <= 0:
                 return False
@@ -658,7 +669,7 @@ class BinApp(AppBase):
             at_ms = self.hold_until_ms(boot_ms, began_ms)
             slot = self.held_slot
             if at_ms is not None:
-                if await self._until_ms(at_ms):
+                if await self._until_ms(at_ms, boot_ms):
                     tip = True  # tilted while held: as a tilt wake, the radio at once
                 else:
                     woke_by_pin = False  # from here on the timer wake this lid wake kept from happening
