@@ -24,7 +24,8 @@ from test_apps_bin import T0, Mpy, run_app
 # the fire threshold; 60 C, near it; 20 C), "lid" (a lid opened then: the chip wakes at that instant,
 # to the ms, and its code runs BOOT_MS later, as at every wake), "tip" (a tilt wake) / "up".
 # GW: the gateway is in range during each [from, to); it acknowledges ACK_MS after the radio started.
-# Ticks count from each wake's start (a reset), as on a board: the firmware's boot is BOOT_MS.
+# Ticks count from each wake's start (a reset), as on a board: the firmware's boot is BOOT_MS; on an ESP32
+# they start only after the ROM and bootloader: ROM_MS after the wake (0: at it).
 # armed: every instant (ms after START) a wake armed its timer for; acked_ms: [ms after START, seq
 # acknowledged] of each ACK; reads: ms after START of each reading; backoff: [ms after START, retry
 # step, next slot (s after START, or None)] after each wake that changed them; wakes: [by pin, ms after
@@ -32,6 +33,7 @@ from test_apps_bin import T0, Mpy, run_app
 SIM = """
 ACK_MS = 2000
 BOOT_MS = 0
+ROM_MS = 0
 PRE
 EV = %r
 GW = %r
@@ -48,7 +50,7 @@ on = [None]
 plan = [START * 1000]
 class BootClock(FakeClock):
     def ticks_ms(self):
-        return self.ms - self.reset        # ticks restart at each reset (wake)
+        return self.ms - self.reset - ROM_MS   # ticks restart at each reset (wake), ROM_MS after it
 clock = BootClock(START)
 clock.reset = 0
 _cycle = BinApp.cycle

@@ -56,8 +56,11 @@ SLOT_BOOT_S = 3  # a timer wake reading the clock this soon after its retry slot
 # is needed only from a few ms before the second (the deep sleep must have begun by then); up to 2 s it
 # costs about what it saves (the held timer wake's own boot, 0.3-2 s at the same current): a lid opening
 # next to a timer wake keeps the bin up at most HOLD_MS longer than one that sleeps at once, radio off.
-# BOOT_MAX_MS caps the boot taken from ticks (a port whose ticks did not restart at the reset), inside
-# SLOT_BOOT_S so that a held slot stays the slot's.
+# The boot is the one timer wakes take, measured at each timer wake on the RTC from the instant armed to
+# the code (``bt`` in the state, smoothed; BinApp.timer_boot): on an ESP32 the ticks start only after the
+# ROM and bootloader, so a lid wake's own ticks miss that part (held work a ROM boot early until
+# 2026-12-07). Only with none measured yet the lid wake takes its ticks, capped at BOOT_MAX_MS (a port
+# whose ticks did not restart at the reset), inside SLOT_BOOT_S so that a held slot stays the slot's.
 HOLD_MS = 2000
 BOOT_MAX_MS = 2500
 # While the chip is up at a lid wake's hold or a radio session's linger, the tilt pin is no wake source
@@ -84,11 +87,12 @@ def fresh_state():
     ``fill`` is the latest fill reading of the fill period starting at ``fp``; ``fe`` is the end of
     the last fill period released (0: none yet). ``wt``: the last reading planned the next one at
     ``WATCH_S`` (a watch). ``gw``: the last radio session with frames waiting had some acknowledged
-    (a gateway in reach; True until a session finds none).
+    (a gateway in reach; True until a session finds none). ``bt``: the boot of timer wakes (ms from
+    the instant armed to the code reading the RTC, smoothed; None: none measured yet).
     """
     return {"next": 0, "win": None, "fp": None, "fill": None, "fe": 0, "tsum": 0, "tn": 0, "tilt": 0, "bat": None,
             "day": None, "lid": 0, "lid_t": None, "fire": None, "tip": False, "held": {}, "alarm": False,
-            "ars": ALARM_RETRY_S, "ard": 0, "wt": False, "gw": True}
+            "ars": ALARM_RETRY_S, "ard": 0, "wt": False, "gw": True, "bt": None}
 
 
 def _next_slot(now, step):
@@ -240,6 +244,9 @@ class BinApp(AppBase):
             d = None
         if isinstance(d, bool) or not isinstance(d, int) or d < 0 or d % v:
             st["ard"] = 0
+        v = st["bt"]
+        if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v <= SLOT_BOOT_S * 1000:
+            st["bt"] = None  # damaged or none: the lid wake takes its ticks until a timer wake measures
         for k, dv in (("wt", False), ("gw", True)):
             if not isinstance(st[k], bool):
                 st[k] = dv  # damaged: as a bin that never watched, the radio as before
@@ -468,6 +475,28 @@ class BinApp(AppBase):
             return due - now
         return step - now % step
 
+    def timer_boot(self, now_ms):
+        """At a timer wake: measure its boot on the RTC, ``now_ms`` (the code's first reading of the
+        clock) less the instant the timer was armed for (the planned reading or retry slot, on a whole
+        second), and keep it smoothed in ``bt`` (saved with the reading's state). A wake found more than
+        ``SLOT_BOOT_S`` after every planned instant (the clock stepped) measures nothing.
+        """
+        st = self.state
+        now = now_ms // 1000
+        cands = [st["next"]]
+        if st["alarm"]:
+            d = st["ard"]
+            cands.append(d if d else now - now % st["ars"])
+        armed = None
+        for c in cands:
+            if c is not None and 0 <= now_ms - c * 1000 <= SLOT_BOOT_S * 1000 and (armed is None or c < armed):
+                armed = c
+        if armed is None:
+            return
+        b = now_ms - armed * 1000
+        old = st["bt"]
+        st["bt"] = b if old is None else (3 * old + b + 2) // 4
+
     def hold_until_ms(self, boot_ms, now_ms=None):
         """At a lid wake: the instant (RTC ms) at which it does the work of the timer wake it keeps
         from happening, or None (it sleeps, the timer wake comes as planned).
@@ -477,10 +506,10 @@ class BinApp(AppBase):
         planned before this wake began (a second before it, for the boot before ticks start: that
         one was not kept by the lid). If it is due within ``HOLD_MS``, or its second has begun (the
         lid was opened within a boot before it), the lid wake waits for the instant that timer wake
-        would read the clock at, its whole second plus ``boot_ms`` (this wake's own boot, the same
-        code), and then runs as it would: the reading, the radio if due, the back-off step at an
-        unacknowledged slot. Frames, adverts and ``received_at`` are then the same as without the
-        opening, and no reading is late and no slot skipped (a second late and skipped until
+        would read the clock at, its whole second plus ``boot_ms`` (the timer wakes' boot measured on
+        the RTC, ``bt``: :meth:`timer_boot`; with none yet this wake's ticks), and then runs as it
+        would: the reading, the radio if due, the back-off step at an unacknowledged slot. Frames,
+        adverts and ``received_at`` are then the same as without the opening, and no reading is late and no slot skipped (a second late and skipped until
         2026-12-07). If that instant has passed (the lid opened within this wake's own few ms of
         work before it), at once. Costs at most ``HOLD_MS`` more awake than the timer wake's boot it
         saves (docs/privacy.md).
@@ -661,8 +690,13 @@ class BinApp(AppBase):
                 reading out of a gateway's reach only as :meth:`radio_due` says or when the
                 reading raised an alarm.
         """
-        boot_ms = min(max(0, self.clock.ticks_ms()), BOOT_MAX_MS)  # ticks restart at the reset
+        ticks = self.clock.ticks_ms()  # restart at the reset, after the ROM boot on an ESP32
         began_ms = self.clock.time_ms()  # before on_pin_wake's save: its flash write falls in the hold
+        if not woke_by_pin:
+            self.timer_boot(began_ms)
+        boot_ms = self.state["bt"]
+        if boot_ms is None:
+            boot_ms = min(max(0, ticks), BOOT_MAX_MS)
         tip = woke_by_pin and self.on_pin_wake()
         slot = False
         if woke_by_pin and not tip:
