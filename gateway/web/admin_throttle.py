@@ -31,7 +31,8 @@ whatever its token, so a guess sent meanwhile learns nothing (were a right token
 Memory is bounded: at most :data:`MAX_CLIENTS` clients are tracked (the one idle longest is forgotten
 first), :data:`MAX_KNOWN_GOOD` known-good ones and :data:`MAX_CLIENTS` busy networks (one forgotten early
 is quiet: it may draw on the reserve once more). The global budget bounds how fast new clients can be
-added (each needs a compared wrong token), so forgetting one early does not let a guesser out-run it.
+added (each needs a compared wrong token), so forgetting one early does not let a guesser out-run it; an
+exempt client new to a full table spends the budget too (:meth:`AdminThrottle._may_skip_budget`).
 """
 
 from __future__ import annotations
@@ -106,6 +107,7 @@ class AdminThrottle:
         if record is not None and now < record.until:
             return Refusal("client", max(1, math.ceil(record.until - now)), record.wrong)
         self._refill(now)
+        exempt = exempt and self._may_skip_budget(record)
         if self._shared >= 1.0 or exempt or self._is_known_good(client, now):
             return None
         if self._reserve >= 1.0 and self._is_quiet(network or client, now):
@@ -117,7 +119,7 @@ class AdminThrottle:
         It draws on the global budget (the reserve when the rest is spent and its ``network`` is quiet), and
         its network is busy for :data:`QUIET_AFTER_S`."""
         now = self._clock()
-        if not exempt:
+        if not (exempt and self._may_skip_budget(self._record(client, now))):
             self._refill(now)
             network = network or client
             if self._shared < 1.0 and self._reserve >= 1.0 and self._is_quiet(network, now):
@@ -166,6 +168,13 @@ class AdminThrottle:
                 break
             self._clients.popitem(last=False)
         return self._clients.get(client)
+
+    def _may_skip_budget(self, record: _Client | None) -> bool:
+        """Whether an exempt client (``admin_networks``) may skip the global budget: it is counted already, or
+        there is room to count it. With the table full a new one spends the budget like anyone else: else a
+        guesser cycling through more than :data:`MAX_CLIENTS` exempt addresses would push its own counts out
+        before their fifth wrong token, and no pause would ever hold it (review: ~1,100 guesses a second)."""
+        return record is not None or len(self._clients) < MAX_CLIENTS
 
     def _is_known_good(self, client: str, now: float) -> bool:
         at = self._known_good.get(client)

@@ -18,7 +18,7 @@ from aiohttp import web
 from aiohttp.test_utils import make_mocked_request
 
 from .support import ADMIN_TOKEN, admin_headers
-from gateway.web.admin_throttle import FREE_WRONG_TOKENS, GLOBAL_BURST, GLOBAL_WRONG_PER_S, QUIET_AFTER_S
+from gateway.web.admin_throttle import FREE_WRONG_TOKENS, GLOBAL_BURST, GLOBAL_WRONG_PER_S, MAX_CLIENTS, QUIET_AFTER_S
 from gateway.web.auth import AdminThrottled, AdminToken, throttle_network
 from gateway.web.errors import Unauthorized
 
@@ -151,3 +151,29 @@ def test_an_operator_in_the_guessers_network_waits_a_quiet_minute_after_the_atta
     assert throttle_network(_request("203.0.113.251", WRONG)) == "203.0.113.0/24"
     assert throttle_network(_request("2001:db8:1:2::1", WRONG)) == "2001:db8:1::/48"
     assert QUIET_AFTER_S == 60
+
+
+def test_an_exempt_guesser_cycling_past_the_client_table_is_held_by_pauses() -> None:
+    """Review: a guesser in admin_networks cycling through more addresses than the throttle tracks pushed its
+    own counts out before their fifth wrong token, so no pause ever held it (~1,100 compared a second, live).
+    An exempt client new to a full table now spends the global budget like anyone else, so the tracked ones
+    reach their pauses. 1,000 guesses a second from 5,096 addresses for 120 s: before, every one of the last
+    30 s was compared; now few."""
+    clock = Clock()
+    token = AdminToken(ADMIN_TOKEN, clock, admin_networks=["10.0.0.0/8"])
+    throttle = token.throttle
+    addresses = ["10.%d.%d.%d" % (n >> 16 & 255, n >> 8 & 255, n & 255) for n in range(MAX_CLIENTS + 1000)]
+    offered = compared = 0
+    for step in range(120 * 100):  # 10 guesses every 10 ms
+        clock.now += 0.01
+        for k in range(10):
+            client = addresses[(step * 10 + k) % len(addresses)]
+            late = step >= 90 * 100
+            offered += late
+            if throttle.refusal(client, client, exempt=True) is None:
+                throttle.wrong(client, client, exempt=True)
+                compared += late
+    assert offered == 30_000
+    # each tracked address paused after 5 (its pauses doubling to a minute), new ones at the budget's 10/s
+    assert compared < offered * 0.3, compared
+    assert throttle.tracked() <= MAX_CLIENTS
