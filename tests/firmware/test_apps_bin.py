@@ -407,7 +407,7 @@ reading_at(START + 100)""")
     assert released[0] == [[T0, {"lid": 500}]] and released[2] == {}
 
 
-def test_a_lid_opening_alone_does_not_start_the_radio(mpy: Mpy) -> None:
+def test_a_lid_wake_starts_the_radio_only_at_the_instant_of_the_timer_wake_it_holds(mpy: Mpy) -> None:
     # QA: every lid opening woke the bin, which started its links and sent pending frames at once:
     # the gateway's received_at then told when the lid was opened. Privacy audit (MEDIUM-1): an
     # unacknowledged alarm still started the radio at every lid wake. A lid wake now never starts
@@ -415,7 +415,7 @@ def test_a_lid_opening_alone_does_not_start_the_radio(mpy: Mpy) -> None:
     # alarm retry slots every ALARM_RETRY_S = 120 s on the RTC) and the wake that raises a tip
     # alarm do, and a lid wake that holds the instant of a timer wake (the lid opened as it came) does
     # that timer wake's work there, as it would have (test_bin_lid_hold.py); until 2026-12-07 it slept,
-    # and the reading came a second late.
+    # and the reading came a second late. The radio starts are recorded on the clock when the links start.
     res = run_app(mpy, T0, """
 started = []
 slept = []
@@ -428,7 +428,8 @@ def wake(by_pin, t, ack=None):
         if ack is not None:
             gateway_ack(ack)                    # the ACK comes in while the bin is awake
         return len(rep.outbox)
-    drive(app.run_deep(by_pin, pending, sleeper, linger_s=0, start_links=lambda: started.append(t)))
+    drive(app.run_deep(by_pin, pending, sleeper, linger_s=0,
+                       start_links=lambda: started.append(clock.time_ms() - START * 1000)))
     return len(started) > n
 out = []
 rep.report("win", START - 900, 900, {"temp": 20})   # a report from before, not collected yet
@@ -450,10 +451,13 @@ lid.v = 0
 out.append(wake(False, START + 360, ack=rep.seq.last))  # alarm retry slot: the gateway acknowledges
 lid.v = 1
 out.append(wake(True, START + 370))             # plain lid opening again
-print(json.dumps([out, app.state["lid"], slept, len(rep.outbox), n_read, n_held, app.state["tn"]]))
+print(json.dumps([out, app.state["lid"], slept, len(rep.outbox), n_read, n_held, app.state["tn"], started]))
 """)
-    started, lid_count, slept, left, n_before, n_held, n_after = res
+    started, lid_count, slept, left, n_before, n_held, n_after, at_ms = res
     assert started == [True, False, False, True, False, True, False, True, False]
+    # the timer wake at +0, the lid wake at the reading's instant +300 (at it, to the ms), the tilt wake at
+    # +320, the retry slot at +360: never at a lid wake's own time
+    assert at_ms == [0, 300000, 320000, 360000]
     assert lid_count == 6                       # every pin wake but the tilt one counts the lid
     assert slept[1] == 200000 and slept[2] == 10000   # the lid wakes sleep until the reading
     assert n_held == n_before + 1 == n_after    # the lid wake at +300 took the reading, the one at +310 none
