@@ -77,8 +77,8 @@ _RANGE_NEWEST_SQL = ("SELECT id, received_at FROM reports WHERE id = (SELECT MAX
 # ?1 since, ?2 until, ?3 the earliest period start (a whole hour) of a row ending after since, ?4 the id bound,
 # ?5 the devices (JSON list), ?6 the zone (NULL: any), ?7 the data version's counter, ?8 the end of the hours
 # rows of the range can start in (until rounded up to an hour), ?9 the meta row of the retention removals
-# (gateway.storage.retention_removals, read in the same snapshot as the data version). A value report without a value or a withheld
-# one (m and e empty) has no row. The reports are grouped by device, UTC hour, stored zone and period
+# (gateway.storage.retention_removals, read in the same snapshot as the data version). A value report
+# without a value or a withheld one (m and e empty) has no row. The reports are grouped by device, UTC hour, stored zone and period
 # (``lg``): a group's rounded period ends span [lo, hi], and every row of its hour (``device_hourly`` groups by
 # the field instead, which needs the JSON) ends at one of its groups' ends. An hour's reports are all counted
 # when one of its period groups spans into (since, until] (``hg``), else none: see the module's docstring for

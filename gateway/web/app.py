@@ -353,7 +353,8 @@ def build_app(
     proxies = TrustedProxies(trusted_proxies)
     ctx = WebContext(
         fleet=fleet, admin=admin, policy=policy, metrics_registry=metrics_registry,
-        token=AdminToken(admin_token, path=admin_token_file, admin_networks=admin_networks), health_checks=tuple(health_checks), clock=clock,
+        token=AdminToken(admin_token, path=admin_token_file, admin_networks=admin_networks),
+        health_checks=tuple(health_checks), clock=clock,
         max_body_bytes=max_body_bytes, body_timeout_s=body_timeout_s, hosts=HostAllowlist(allowed_hosts),
         ble_enabled=ble_enabled, links_in_health_checks=links_in_health_checks,
     )

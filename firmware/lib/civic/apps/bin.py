@@ -509,8 +509,8 @@ class BinApp(AppBase):
         would read the clock at, its whole second plus ``boot_ms`` (the timer wakes' boot measured on
         the RTC, ``bt``: :meth:`timer_boot`; with none yet this wake's ticks), and then runs as it
         would: the reading, the radio if due, the back-off step at an unacknowledged slot. Frames,
-        adverts and ``received_at`` are then the same as without the opening, and no reading is late and no slot skipped (a second late and skipped until
-        2026-12-07). If that instant has passed (the lid opened within this wake's own few ms of
+        adverts and ``received_at`` are then the same as without the opening, and no reading is late
+        and no slot skipped (a second late and skipped until 2026-12-07). If that instant has passed (the lid opened within this wake's own few ms of
         work before it), at once. Costs at most ``HOLD_MS`` more awake than the timer wake's boot it
         saves (docs/privacy.md).
 
