@@ -7,37 +7,20 @@ from __future__ import annotations
 
 import asyncio
 import time
-from pathlib import Path
-from typing import AsyncIterator
 
 import pytest
+from test_admin_api_registrar import TOKEN, gateway_url  # noqa: F401 - gateway_url: a fixture
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from gateway.registry import Registry
-from gateway.resources import load_policy
 from gateway.web.admin_throttle import FREE_WRONG_TOKENS
-from gateway.web.app import create_app
 from hil.field.errors import GatewayRegistrationError
 from hil.field.identity import new_identity
 from hil.field.registration import THROTTLED_RETRIES, THROTTLED_WAIT_S, AdminApiRegistrar, Registration
 
 pytestmark = pytest.mark.timeout(60)
-TOKEN = "b12b3d3f466f6881acc7d2d6f584f3bb"
 WRONG = "0f1e2d3c4b5a69788796a5b4c3d2e1f0"
-
-
-@pytest.fixture
-async def gateway_url(tmp_path: Path) -> AsyncIterator[tuple[str, Registry]]:
-    registry = Registry(tmp_path / "registry")
-    app = create_app(store=None, registry=registry, policy=load_policy(), metrics_registry=None, admin_token=TOKEN)
-    server = TestServer(app, host="127.0.0.1", port=0)
-    await server.start_server()
-    try:
-        yield f"http://127.0.0.1:{server.port}", registry
-    finally:
-        await server.close()
-        registry.close()
 
 
 async def _pause_this_machine(url: str) -> None:

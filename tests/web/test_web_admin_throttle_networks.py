@@ -18,22 +18,12 @@ from aiohttp import web
 from aiohttp.test_utils import make_mocked_request
 
 from .support import ADMIN_TOKEN, admin_headers
+from .test_web_admin_throttle import WRONG, Clock
 from gateway.web.admin_throttle import FREE_WRONG_TOKENS, GLOBAL_BURST, GLOBAL_WRONG_PER_S, MAX_CLIENTS, QUIET_AFTER_S
 from gateway.web.auth import AdminThrottled, AdminToken, throttle_network
 from gateway.web.errors import Unauthorized
 
 pytestmark = pytest.mark.timeout(60)
-WRONG = "f0e1d2c3b4a5968778695a4b3c2d1e0f"
-
-
-class Clock:
-    """A monotonic clock the test moves."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 _APP = web.Application()

@@ -9,15 +9,10 @@ The real app over the real SQLite store of the fed fleet (tests/web/conftest.py)
 
 from __future__ import annotations
 
-from .support import NOW, Fleet
+from .support import Fleet
 from .test_web_opendata_publishing import app_client
 from .test_web_opendata_range_etag import last_modified, lamp_window
-
-H, DAY = 3600, 86400
-TODAY = NOW - NOW % DAY
-D = TODAY - 3 * DAY                    # an old day no other test data is in
-R = f"/opendata/readings.csv?from={D + 13 * H}&to={D + 14 * H}"
-X = TODAY + 6 * DAY                    # the day the passes run
+from .test_web_opendata_removal_minute import D, H, R, X  # an old day's range, the day the passes run
 
 
 async def test_a_removal_from_a_report_not_yet_published_leaves_the_date_until_its_mark(fleet: Fleet) -> None:
