@@ -10,7 +10,7 @@ from gateway.config.model import HttpConfig
 from gateway.config.secret_files import read_owner_only
 from gateway.config.section import Section, is_host
 from gateway.config.token_strength import token_weakness
-from gateway.web.proxies import parse_network
+from gateway.web.proxies import NotANetwork, network_of, parse_network
 
 MIN_TOKEN_LEN = 16
 MIN_TOKEN_DISTINCT = 4  # fewer distinct characters in the admin token is a placeholder (see token_placeholder)
@@ -134,17 +134,12 @@ def _parse_admin_networks(sec: Section) -> tuple[str, ...]:
             raise sec.error("http.admin_networks", "http.admin_networks[%d] must be a string, not %r" % (i, item),
                             "wrong_type")
         try:
-            network = ipaddress.ip_network(item.strip(), strict=True)
-        except ValueError as exc:
-            hint = ""
-            if "has host bits set" in str(exc):
-                hint = " (host bits set: did you mean %s?)" % ipaddress.ip_network(item.strip(), strict=False)
+            network = network_of(item)
+        except NotANetwork as exc:
+            hint = "" if exc.host_bits is None else " (host bits set: did you mean %s?)" % exc.host_bits
             raise sec.error("http.admin_networks", "http.admin_networks[%d] = %r is not a network%s; write one as"
                             " CIDR, e.g. \"10.20.0.0/24\" or \"2001:db8:5::/48\"" % (i, item, hint),
                             "bad_value") from None
-        mapped = network.network_address.ipv4_mapped if isinstance(network, ipaddress.IPv6Network) else None
-        if mapped is not None and network.prefixlen >= 96:  # how a dual-stack socket names IPv4 peers
-            network = ipaddress.IPv4Network("%s/%d" % (mapped, network.prefixlen - 96))
         if network.prefixlen == 0:
             raise sec.error("http.admin_networks", "http.admin_networks[%d] = %r is every address: no client"
                             " would be held to the global cap of wrong admin tokens; list the operators'"

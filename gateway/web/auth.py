@@ -22,6 +22,7 @@ from gateway.web.admin_throttle import GLOBAL_WRONG_PER_S, SCOPES, AdminThrottle
 from gateway.web.errors import Unauthorized, Unavailable, WebError
 from gateway.web.forwarded import TRUSTED_PROXIES_KEY, VIA_PROXY, client_label
 from gateway.web.logsafe import shown_path
+from gateway.web.proxies import IpNetwork, network_of
 
 logger = logging.getLogger(__name__)
 
@@ -68,7 +69,6 @@ class AdminThrottled(WebError):
         return {"Retry-After": str(self.retry_after_s)}
 
 
-IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 # The coarse network of a client whose wrong tokens share the throttle's reserve (gateway.web.admin_throttle):
 # what one site or one hosting customer usually holds.
 V4_NETWORK_BITS = 24
@@ -204,7 +204,7 @@ class AdminToken:
 
     def __init__(self, token: str | None, clock: Callable[[], float] = time.monotonic, *,
                  path: Path | None = None, admin_networks: Iterable[str | IpNetwork] = ()) -> None:
-        self._admin_networks = tuple(n if not isinstance(n, str) else ipaddress.ip_network(n.strip())
+        self._admin_networks = tuple(n if not isinstance(n, str) else network_of(n)
                                      for n in admin_networks)
         if token is not None:
             problem = token_problem(token)

@@ -16,11 +16,35 @@ IpAddress = Union[ipaddress.IPv4Address, ipaddress.IPv6Address]
 MAX_HOPS = 16
 
 
-def parse_network(text: str) -> IpNetwork:
-    """One ``trusted_proxies`` entry: an IP address (``10.0.0.5``, ``::1``) or a network (``10.0.0.0/8``).
+class NotANetwork(ValueError):
+    """:func:`network_of`'s refusal. Attributes: ``host_bits``: the network meant, when the entry has host bits
+    set (``10.0.0.1/8`` -> ``10.0.0.0/8``), else None."""
 
-    An IPv4-mapped IPv6 form (``::ffff:127.0.0.1``) is taken as the IPv4 address it names, which is how a
-    dual-stack socket's peers are compared.
+    def __init__(self, text: str, host_bits: IpNetwork | None) -> None:
+        super().__init__("%r is not an IP address or network" % text)
+        self.host_bits = host_bits
+
+
+def network_of(text: str) -> IpNetwork:
+    """An IP address or network (``10.0.0.5``, ``10.0.0.0/8``, ``::1``), an IPv4-mapped IPv6 form
+    (``::ffff:127.0.0.1``) taken as the IPv4 it names, which is how a dual-stack socket names its IPv4 peers.
+
+    Raises:
+        NotANetwork: neither, or a network with host bits set (its ``host_bits``: the network meant).
+    """
+    try:
+        network = ipaddress.ip_network(text.strip(), strict=True)
+    except ValueError as exc:
+        meant = ipaddress.ip_network(text.strip(), strict=False) if "has host bits set" in str(exc) else None
+        raise NotANetwork(text, meant) from None
+    mapped = network.network_address.ipv4_mapped if isinstance(network, ipaddress.IPv6Network) else None
+    if mapped is not None and network.prefixlen >= 96:
+        network = ipaddress.IPv4Network("%s/%d" % (mapped, network.prefixlen - 96))
+    return network
+
+
+def parse_network(text: str) -> IpNetwork:
+    """One ``trusted_proxies`` entry: an IP address or a network, as :func:`network_of` reads it.
 
     Raises:
         ValueError: not an address or network, a network with host bits set (``10.0.0.1/8``: a typo
@@ -28,16 +52,12 @@ def parse_network(text: str) -> IpNetwork:
             ``::/0``: any client could then name any other); the message says which.
     """
     try:
-        network = ipaddress.ip_network(text.strip(), strict=True)
-    except ValueError as exc:
-        if "has host bits set" in str(exc):
-            raise ValueError("%r has host bits set (did you mean %s?)"
-                             % (text, ipaddress.ip_network(text.strip(), strict=False))) from None
+        network = network_of(text)
+    except NotANetwork as exc:
+        if exc.host_bits is not None:
+            raise ValueError("%r has host bits set (did you mean %s?)" % (text, exc.host_bits)) from None
         raise ValueError("%r is not an IP address or network (e.g. \"127.0.0.1\", \"10.0.0.0/8\", \"::1\")"
                          % text) from None
-    mapped = network.network_address.ipv4_mapped if isinstance(network, ipaddress.IPv6Network) else None
-    if mapped is not None and network.prefixlen >= 96:
-        network = ipaddress.IPv4Network("%s/%d" % (mapped, network.prefixlen - 96))
     if network.prefixlen == 0:
         raise ValueError("%r trusts every address: any client could then name any other in X-Forwarded-For;"
                          " list the proxy's own address" % text)
