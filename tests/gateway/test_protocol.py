@@ -50,6 +50,34 @@ def test_cobs_roundtrip(data: bytes) -> None:
     assert cobs_decode(enc) == data
 
 
+def _canonical_cobs(data: bytes) -> bytes:
+    """COBS as docs/protocol.md §5 defines it, one byte at a time: a zero or the 254th byte of a block ends
+    it; the data ends with its open block (a full one as 0xFF, no empty 0x01 after it)."""
+    out, block = bytearray(), bytearray()
+    for i, byte in enumerate(data):
+        if byte == 0:
+            out += bytes([len(block) + 1]) + block
+            block.clear()
+            continue
+        block.append(byte)
+        if len(block) == 254 and i != len(data) - 1:
+            out += b"\xff" + block
+            block.clear()
+    return bytes(out + bytes([255 if len(block) == 254 else len(block) + 1]) + block)
+
+
+# Runs of non-zero bytes around the 254-byte block edge, joined by zeros: where the block-wise encoder
+# could differ from the definition.
+_RUNS = st.lists(st.one_of(st.integers(0, 3), st.integers(250, 258), st.integers(505, 510)), max_size=5).map(
+    lambda lengths: b"\x00".join(b"\x07" * n for n in lengths))
+
+
+@settings(max_examples=EXAMPLES * 3)
+@given(st.one_of(st.binary(max_size=1100), _RUNS, _RUNS.map(lambda d: d + b"\x00")))
+def test_cobs_encode_is_the_canonical_encoding(data: bytes) -> None:
+    assert cobs_encode(data) == _canonical_cobs(data)
+
+
 @pytest.mark.parametrize("bad", [b"", b"\x05\x01", b"\x02\x00", b"\x03\x01"])
 def test_cobs_decode_rejects(bad: bytes) -> None:
     with pytest.raises(ProtocolError) as info:
