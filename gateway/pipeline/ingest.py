@@ -47,8 +47,8 @@ from gateway.pipeline.ingest_warnings import (GAP_LOG_EVERY_S, HMAC_LOG_EVERY_S,
                                               RANGE_LOG_EVERY_S, RETIRED_LOG_EVERY_S, REUSED_LOG_EVERY_S,
                                               UNREGISTERED_LINKS_NAMED, UNREGISTERED_LOG_EVERY_S, UNREGISTERED_NAMED,
                                               WINDOW_DUP_LOG_EVERY_S)
-from gateway.pipeline.ingest_writer import (POISON_FORGET_S, POISON_LOG_EVERY_S, POISON_MAX, IngestWriter,
-                                            Queued)
+from gateway.pipeline.ingest_writer import (POISON_FORGET_S, POISON_LOG_EVERY_S, POISON_MAX, BatchQueue,
+                                            IngestWriter, Queued)
 from gateway.pipeline.link import Link
 from gateway.pipeline.seq_gaps import acknowledged_before
 from gateway.pipeline.verify import Verified, Verifier
@@ -123,7 +123,7 @@ class IngestService(IngestWriter):
         self._gap_hold_s = gap_hold_s
         self._monotonic = monotonic
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store")
-        self._queue: asyncio.Queue[Queued] = asyncio.Queue()
+        self._queue = BatchQueue(batch_max)
         self._windows: dict[str, DeviceWindow] = {}
         self._dirty_floors: dict[str, int] = {}
         self._saved_floor: dict[str, int] = {}
@@ -398,7 +398,7 @@ class IngestService(IngestWriter):
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         win.pending[seq] = fut
         win.accepted_hi = max(win.accepted_hi, seq)
-        await self._queue.put((verified, fut, None))
+        self._queue.put_nowait((verified, fut, None))
         if await self._committed(fut):
             if link.fresh is not None:
                 link.fresh()  # not stored before (checked above): a new report
@@ -485,7 +485,9 @@ class IngestService(IngestWriter):
         except GatewayError:
             return False
 
-    async def _ack(self, verified: Verified, link: Link) -> None:
+    def _ack_frame(self, verified: Verified) -> tuple[int, bytes] | None:
+        """The cumulative ACK to send the device of ``verified`` now, as ``(seq, frame)``; None when nothing
+        can be acknowledged yet (moves its ACK floor first)."""
         dev = verified.frame.device_id
         win = self._window(dev)
         ack = self._advance_floor(dev, win)
@@ -495,9 +497,39 @@ class IngestService(IngestWriter):
         if lowest <= ack:
             ack = lowest - 1  # an earlier report is still uncommitted: do not acknowledge past it
         if ack < 1:
-            return
+            return None
         body = {"t": int(self._clock())} if self._time_sync is None or self._time_sync(verified.record) else {}
-        frame = build_frame(FRAME_ACK, dev, ack, body, verified.key, verified.frame.version)
+        return ack, build_frame(FRAME_ACK, dev, ack, body, verified.tag_key or verified.key, verified.frame.version)
+
+    def _ack_now(self, verified: Verified, link: Link) -> None:
+        """:meth:`_ack` on a link with ``send_nowait``, inline (no Task, no timeout: its writes never wait)."""
+        built = self._ack_frame(verified)
+        if built is not None:
+            self._send_now(link, verified.frame.device_id, *built)
+
+    def _send_now(self, link: Link, dev: str, ack: int, frame: bytes) -> None:
+        send = link.send_nowait
+        assert send is not None
+        try:
+            send(frame)
+        except (GatewayError, OSError) as exc:
+            log.debug("ack failed device=%s seq=%d link=%s: %s (the device will resend)", dev, ack, link.name, exc)
+        except Exception:  # a bug in the link: the commit it follows stands (the device re-sends; a copy is re-ACKed)
+            more = self._handler_bug_log.allow()
+            if more is not None:
+                log.error("sending the ACK of %s seq %d on %s failed with an unexpected error (a civicedge bug: "
+                          "please report it with this traceback); the device re-sends%s", dev, ack, link.name,
+                          more_since(more, "such error(s)"), exc_info=True)
+
+    async def _ack(self, verified: Verified, link: Link) -> None:
+        built = self._ack_frame(verified)
+        if built is None:
+            return
+        ack, frame = built
+        dev = verified.frame.device_id
+        if link.send_nowait is not None:
+            self._send_now(link, dev, ack, frame)
+            return
         try:
             async with asyncio.timeout(ACK_TIMEOUT_S):  # no extra Task per ACK, unlike wait_for
                 await link.send(frame)

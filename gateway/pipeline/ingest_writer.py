@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Callable, Coroutine
 
@@ -33,6 +34,54 @@ POISON_MAX = 64
 POISON_LOG_EVERY_S = 600.0
 # (report, commit future, link to ACK it on after the commit, or None when a handler task acks)
 Queued = tuple[Verified, "asyncio.Future[None]", "Link | None"]
+
+
+class BatchQueue:
+    """Reports waiting for the batch writer, taken a batch at a time (:meth:`take`).
+
+    The writer is woken for a first report and for a full batch only: an ``asyncio.Queue`` wakes a
+    waiting getter per report, and with ``get_nowait`` and ``put_nowait`` per report it cost more than a
+    report's replay-window bookkeeping (bench/gateway_ingest.py).
+    """
+
+    __slots__ = ("_items", "_batch_max", "_grew")
+
+    def __init__(self, batch_max: int) -> None:
+        self._items: deque[Queued] = deque()
+        self._batch_max = batch_max
+        self._grew = asyncio.Event()
+
+    def put_nowait(self, item: Queued) -> None:
+        """Queue ``item`` (never blocks: the backlog is bounded by the ingest service's ``room``)."""
+        items = self._items
+        items.append(item)
+        if len(items) == 1 or len(items) >= self._batch_max:
+            self._grew.set()
+
+    def empty(self) -> bool:
+        """Nothing is queued."""
+        return not self._items
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    async def take(self, wait_s: float) -> list[Queued]:
+        """Wait for a first report, then up to ``wait_s`` for ``batch_max`` of them (not at all when as
+        many wait already); return the oldest ``batch_max`` or fewer, in queue order."""
+        items, grew = self._items, self._grew
+        while not items:
+            grew.clear()
+            await grew.wait()
+        if len(items) < self._batch_max:
+            grew.clear()
+            try:
+                async with asyncio.timeout(wait_s):
+                    while len(items) < self._batch_max:
+                        await grew.wait()
+                        grew.clear()
+            except TimeoutError:
+                pass
+        return [items.popleft() for _ in range(min(len(items), self._batch_max))]
 
 
 @dataclass
@@ -66,7 +115,7 @@ class IngestWriter(IngestWarnings):
     # IngestService's (the writer is one part of it)
     store: ReportStore
     stored: asyncio.Event
-    _queue: asyncio.Queue[Queued]
+    _queue: BatchQueue
     _windows: dict[str, DeviceWindow]
     _dirty_floors: dict[str, int]
     _saved_floor: dict[str, int]
@@ -79,6 +128,7 @@ class IngestWriter(IngestWarnings):
     _window: Callable[[str], DeviceWindow]
     _spawn: Callable[[Coroutine[Any, Any, Any]], None]
     _ack: Callable[[Verified, Link], Coroutine[Any, Any, None]]
+    _ack_now: Callable[[Verified, Link], None]
     _pressure: Callable[[], None]
 
     def _init_writer(self, log_clock: Callable[[], float]) -> None:
@@ -151,23 +201,8 @@ class IngestWriter(IngestWarnings):
         self._pressure()
 
     async def _write_loop(self) -> None:
-        loop = asyncio.get_running_loop()
         while True:
-            batch = [await self._queue.get()]
-            deadline = loop.time() + self._batch_s
-            while len(batch) < self._batch_max:
-                try:  # take what is already queued without a wait_for per report
-                    batch.append(self._queue.get_nowait())
-                    continue
-                except asyncio.QueueEmpty:
-                    pass
-                remaining = deadline - loop.time()
-                if remaining <= 0:
-                    break
-                try:
-                    batch.append(await asyncio.wait_for(self._queue.get(), remaining))
-                except asyncio.TimeoutError:
-                    break
+            batch = await self._queue.take(self._batch_s)
             self._batch_settled = False
             try:
                 await self._commit(batch)
@@ -479,9 +514,13 @@ class IngestWriter(IngestWarnings):
             for rec, link in fresh:
                 if (rec.device, rec.seq) in inserted and link.fresh is not None:
                     link.fresh()
-        # One cumulative ACK per device and link covers every report of it in this commit.
+        # One cumulative ACK per device and link covers every report of it in this commit; sent here on a
+        # link whose writes never wait (a Task and a timeout cost more than the ACK itself).
         for verified, link in acks.values():
-            self._spawn(self._ack(verified, link))
+            if link.send_nowait is not None:
+                self._ack_now(verified, link)
+            else:
+                self._spawn(self._ack(verified, link))
         self._batch_settled = True
         self._settled(sum(1 for _, _, link in batch if link is not None))
         if result.window_duplicates:

@@ -419,6 +419,7 @@ class Verified(NamedTuple):
     coarsened: tuple[str, ...] = ()
     dropped: tuple[str, ...] = ()
     out_of_range: tuple[OutOfRange, ...] = ()
+    tag_key: TagKey | None = None  # ``key``'s HMAC state (frame.tag_key), for the tag of the ACK answering it
 
 
 def held_runs(body: dict[str, Any], seq: int) -> tuple[int, ...] | None:
@@ -552,7 +553,7 @@ class Verifier:
             exc.held = held  # authentic: what it says about the outbox still counts (ingest)
             raise
         # every field in order, without NamedTuple's Python-level __new__ (keywords cost ~0.3 µs per frame more)
-        return tuple.__new__(Verified, (frame, device, key, record, held, coarsened, dropped, out_of_range))
+        return tuple.__new__(Verified, (frame, device, key, record, held, coarsened, dropped, out_of_range, states))
 
     def _record(self, body: dict[str, Any], frame: Frame, device: DeviceRecord, raw: bytes, *, link: str,
                 now: float) -> ReportRecord:

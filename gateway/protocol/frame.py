@@ -89,7 +89,8 @@ def keyed_tag(key: TagKey, signed: bytes) -> bytes:
     return mac.digest()[:TAG_LEN]
 
 
-def build_frame(frame_type: int, device_id: str, seq: int, body: Any, key: bytes, version: int = VERSION) -> bytes:
+def build_frame(frame_type: int, device_id: str, seq: int, body: Any, key: bytes | TagKey,
+                version: int = VERSION) -> bytes:
     """Build an authenticated frame.
 
     Args:
@@ -97,7 +98,7 @@ def build_frame(frame_type: int, device_id: str, seq: int, body: Any, key: bytes
         device_id: ASCII id, 1..32 chars of ``[A-Za-z0-9._-]``.
         seq: u32.
         body: a msgpack-serialisable map, or already-encoded msgpack ``bytes``.
-        key: the 32-byte device key.
+        key: the 32-byte device key, or its HMAC state (:func:`tag_key`: the same tag, without the key setup).
         version: protocol version byte (an answer goes in the version of the frame it answers).
 
     Raises:
@@ -105,18 +106,21 @@ def build_frame(frame_type: int, device_id: str, seq: int, body: Any, key: bytes
     """
     if frame_type not in FRAME_TYPES:
         raise ProtocolError("unknown frame type %r" % frame_type, reason="malformed")
-    if not valid_device_id(device_id):
+    try:
+        ident: bytes | None = device_id.encode("ascii")
+    except UnicodeEncodeError:
+        ident = None
+    if ident is None or _ID_RE.match(ident) is None:
         raise ProtocolError("invalid device id %r" % device_id, reason="malformed")
     if not 0 <= seq <= 0xFFFFFFFF:
         raise ProtocolError("seq %r out of u32 range" % seq, reason="malformed")
     raw_body = body if isinstance(body, (bytes, bytearray)) else msgpack.packb(body, use_bin_type=True)
     if not raw_body:
         raise ProtocolError("empty body", reason="malformed")
-    ident = device_id.encode("ascii")
     if version not in VERSIONS:
         raise ProtocolError("unknown protocol version %r" % version, reason="malformed")
-    signed = bytes([version, frame_type, len(ident)]) + ident + struct.pack(">I", seq) + bytes(raw_body)
-    frame = signed + compute_tag(key, signed)
+    signed = b"".join((bytes((version, frame_type, len(ident))), ident, _U32.pack(seq), raw_body))
+    frame = signed + (keyed_tag(key, signed) if isinstance(key, hmac.HMAC) else compute_tag(key, signed))
     if len(frame) > MAX_FRAME:
         raise ProtocolError("frame of %d bytes exceeds %d" % (len(frame), MAX_FRAME), reason="oversize")
     return frame

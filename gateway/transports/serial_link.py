@@ -127,7 +127,16 @@ class SerialTransport:
             self._metrics.set_link(self.name, up)
 
     async def send(self, frame: bytes) -> None:
-        """Write one frame (COBS + delimiter) to the port, or queue it; never blocks.
+        """Write one frame (COBS + delimiter) to the port, or queue it; never blocks (:meth:`send_now`).
+
+        Raises:
+            TransportError: as :meth:`send_now`.
+        """
+        self.send_now(frame)
+
+    def send_now(self, frame: bytes) -> None:
+        """Write one frame (COBS + delimiter) to the port, or queue it, without waiting (the link's
+        ``send_nowait``: ingest sends its ACKs through it inline).
 
         Raises:
             TransportError: ``disconnected`` if the port is closed or failed, ``timeout`` if the board
@@ -156,7 +165,7 @@ class SerialTransport:
 
     async def run(self, sink: FrameSink) -> None:
         """Read frames until cancelled, reopening the port whenever it goes away."""
-        link = Link(name=self.name, kind="serial", send=self.send)
+        link = Link(name=self.name, kind="serial", send=self.send, send_nowait=self.send_now)
         self._set_state(False)
         warned = False
         while True:

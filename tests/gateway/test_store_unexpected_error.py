@@ -133,17 +133,16 @@ async def test_the_ingest_writer_outlives_an_unexpected_error_after_the_commit(
                     "link", dev)
         ingest = gw.ingest
         assert ingest is not None
-        real_spawn = ingest._spawn
+        real_ack_now = ingest._ack_now  # a serial link's ACKs are sent inline after the commit
         broken = {"left": 1}
 
-        def spawn(coro):  # type: ignore[no-untyped-def]
-            if broken["left"] and getattr(coro, "__name__", "") == "_ack":
+        def ack_now(verified, link):  # type: ignore[no-untyped-def]
+            if broken["left"]:
                 broken["left"] -= 1
-                coro.close()
                 raise RuntimeError("a bug")
-            real_spawn(coro)
+            real_ack_now(verified, link)
 
-        monkeypatch.setattr(ingest, "_spawn", spawn)
+        monkeypatch.setattr(ingest, "_ack_now", ack_now)
         dev.send([report_frame("bin-1", 1, KEYS["bin-1"])])
         await _wait(lambda: gw.metrics.value("civicedge_reports_stored_total") == 1, "stored", dev)
         await _wait(lambda: any("handling a commit of 1 report(s) failed" in r.getMessage() and r.exc_info
