@@ -71,6 +71,8 @@ class ChainSummary:
 
 # Characters json.dumps writes unchanged inside a string: device ids, hex digests and usual gateway ids.
 _VERBATIM = re.compile(r"[A-Za-z0-9 ._:-]*\Z")
+# An entry's canonical JSON (sorted keys, no spaces) when every string in it is written verbatim.
+_CANON = '{"device":"%s","digest":"%s","gateway":"%s","prev":"%s","seq":%d}'
 
 
 def entry_hash(*, device: str, seq: int, gateway: str, digest: str, prev: str) -> str:
@@ -78,14 +80,39 @@ def entry_hash(*, device: str, seq: int, gateway: str, digest: str, prev: str) -
     if type(seq) is int and _VERBATIM.match(device + gateway + digest + prev):
         # Same bytes as the json.dumps below, without building a dict and an encoder per entry
         # (it was the largest Python cost of a stored report).
-        canon = '{"device":"%s","digest":"%s","gateway":"%s","prev":"%s","seq":%d}' % (device, digest, gateway,
-                                                                                       prev, seq)
+        canon = _CANON % (device, digest, gateway, prev, seq)
     else:
         canon = json.dumps(
             {"device": device, "seq": seq, "gateway": gateway, "digest": digest, "prev": prev},
             sort_keys=True, separators=(",", ":"),
         )
     return hashlib.sha256(canon.encode("utf-8")).hexdigest()
+
+
+def chain_hashes(entries: Iterable[tuple[str, int, str]], gateway: str, prev: str) -> list[str]:
+    """The hashes of consecutive chain entries ``(device, seq, digest)`` of ``gateway``, the first after the
+    entry hashed ``prev``: each one's :func:`entry_hash` with the hash before it as its ``prev``.
+
+    The same hashes as calling :func:`entry_hash` in turn, for a batch: the gateway id and each device id are
+    checked once, and a hash made here (hex) needs no check as the next entry's ``prev``.
+    """
+    hashes: list[str] = []
+    gateway_ok = _VERBATIM.match(gateway) is not None
+    prev_ok = _VERBATIM.match(prev) is not None
+    devices_ok: dict[str, bool] = {}
+    sha256 = hashlib.sha256
+    for device, seq, digest in entries:
+        device_ok = devices_ok.get(device)
+        if device_ok is None:
+            device_ok = devices_ok[device] = _VERBATIM.match(device) is not None
+        # an ASCII letter-or-digit string (a hex digest) is written unchanged, as _VERBATIM's
+        if gateway_ok and prev_ok and device_ok and type(seq) is int and digest.isascii() and digest.isalnum():
+            prev = sha256((_CANON % (device, digest, gateway, prev, seq)).encode()).hexdigest()
+        else:
+            prev = entry_hash(device=device, seq=seq, gateway=gateway, digest=digest, prev=prev)
+        prev_ok = True
+        hashes.append(prev)
+    return hashes
 
 
 def frame_digest(frame: bytes) -> str:

@@ -48,6 +48,10 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
+#: Page cache of the store's writing connection, in KiB (``PRAGMA cache_size``): memory used only as pages
+#: are read, and given back when the gateway stops.
+WRITER_CACHE_KIB = 32 * 1024
+
 
 # committed_digest at or below a device's retired seq: the digest is gone with the row (a frame may be its
 # re-send), or the frame's period is too new for a row retention removed (never stored: not a re-send).
@@ -145,6 +149,10 @@ class ReportStore(RetentionStore):
             # too, whatever this SQLite build's default (many builds have secure_delete off)
             conn.execute("PRAGMA secure_delete=ON")
             conn.execute("PRAGMA busy_timeout=5000")
+            # Up to this much page cache for the writer (SQLite's default is 2 MB): a batch from a few hundred
+            # devices touches a leaf page per device in each of the two device indexes, more than 2 MB holds,
+            # so each commit read them back from the file (bench/gateway_ingest.py: ~1.5 µs per report).
+            conn.execute("PRAGMA cache_size=-%d" % WRITER_CACHE_KIB)
             # A large transaction (a retention pass, a migration) grew the -wal to tens of MB and it kept that
             # size until a clean stop; SQLite cuts it back to this when it next starts the log over after a
             # checkpoint. Routine commits stay far below it (a checkpoint at CHECKPOINT_FRAMES, ~4 MB).
@@ -317,7 +325,7 @@ class ReportStore(RetentionStore):
                     raise sqlite3.DatabaseError("rowid allocation did not follow MAX(id); %d of %d new rows found"
                                                 % (len(ids), added))
             alarms: list[tuple[Any, ...]] = []
-            chain: list[tuple[Any, ...]] = []
+            stored: list[ReportRecord] = []
             for i, rec in enumerate(records):
                 rid = top + 1 + i if ids is None else ids.pop((rec.device, rec.seq), None)
                 if rid is None:  # stored before, or earlier in this batch
@@ -325,14 +333,16 @@ class ReportStore(RetentionStore):
                     continue
                 if rec.a:  # alarms only: no generator per report for the usual empty list
                     alarms.extend((rid, rec.device, rec.kind, rec.zone, code, rec.w, rec.seq) for code in rec.a)
-                new_hash = provenance.entry_hash(device=rec.device, seq=rec.seq, gateway=gw, digest=rec.digest,
-                                                 prev=head)
-                pos += 1
-                chain.append((pos, rec.device, rec.seq, gw, rec.digest, head, new_hash))
-                head = new_hash
+                stored.append(rec)
                 if self._encoder is not None:
                     queued.append(self._encoder(rec))
                 result.inserted.append((rec.device, rec.seq))
+            # the stored reports' chain entries, in order, each linked to the one before
+            hashes = provenance.chain_hashes([(rec.device, rec.seq, rec.digest) for rec in stored], gw, head)
+            chain = [(pos + n, rec.device, rec.seq, gw, rec.digest, prev, new_hash)
+                     for n, (rec, prev, new_hash) in enumerate(zip(stored, [head, *hashes], hashes), start=1)]
+            if hashes:
+                pos, head = pos + len(hashes), hashes[-1]
             if alarms:
                 conn.executemany(
                     "INSERT INTO alarms (report_id, device, kind, zone, code, w, seq) VALUES (?,?,?,?,?,?,?)", alarms)

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from gateway.errors import ProvenanceError, StorageError
 from gateway.storage import ReportQueries, ReportRecord, ReportStore
-from gateway.storage.provenance import entry_hash, export_chain, verify_export
+from gateway.storage.provenance import chain_hashes, entry_hash, export_chain, verify_export
 from gateway.storage.schema import SCHEMA_VERSION
 
 T0 = 1_700_000_100 - (1_700_000_100 % 3600)
@@ -266,6 +266,25 @@ def test_chain_entry_hash_is_sha256_of_the_canonical_json(device: str, gateway: 
                        sort_keys=True, separators=(",", ":"))
     assert entry_hash(device=device, seq=seq, gateway=gateway, digest=digest, prev=prev) == \
         hashlib.sha256(canon.encode("utf-8")).hexdigest()
+
+
+_HEX = st.text("0123456789abcdef", min_size=64, max_size=64)
+
+
+@settings(max_examples=150, deadline=None)
+@given(entries=st.lists(st.tuples(st.one_of(_PLAIN, st.text(max_size=12)), st.integers(-(2**40), 2**40),
+                                  st.one_of(_HEX, _PLAIN, st.text(max_size=8))), max_size=6),
+       gateway=st.one_of(_PLAIN, st.text(max_size=12)), prev=st.one_of(_HEX, _PLAIN, st.text(max_size=8)))
+def test_chain_hashes_of_a_batch_are_its_entry_hashes_in_turn(entries: list[tuple[str, int, str]], gateway: str,
+                                                               prev: str) -> None:
+    """The store hashes a batch's entries at once: each hash the entry_hash of its entry with the one
+    before as prev, whatever the strings (ids and digests written verbatim or escaped, the first prev
+    read from a store another program may have written)."""
+    expected = []
+    for device, seq, digest in entries:
+        prev_hash = expected[-1] if expected else prev
+        expected.append(entry_hash(device=device, seq=seq, gateway=gateway, digest=digest, prev=prev_hash))
+    assert chain_hashes(entries, gateway, prev) == expected
 
 
 def test_a_store_under_a_path_with_uri_characters_is_read(tmp_path: Path) -> None:
