@@ -18,6 +18,7 @@ from gateway.config import GatewayConfig, write_example
 from gateway.config.licence import licence_warning
 from gateway.config.retention_warning import retention_interval_warning
 from gateway.errors import GatewayError
+from gateway.gc_tuning import tune_collector
 from gateway.notify_status import StatusReporter
 from gateway.storage.disk_space import low_space
 from gateway.systemd import notify
@@ -360,6 +361,7 @@ async def _serve(config: GatewayConfig, gateway: "Gateway", stop: asyncio.Event,
         signals.stopping()
         await gateway.stop()
         raise
+    tune_collector()  # after the start: what it loaded is frozen out of later collections
     code = EXIT_OK
     reporter: asyncio.Task[None] | None = None
     try:
