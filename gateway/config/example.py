@@ -36,7 +36,7 @@ data_dir = "data"               # store and registry live here by default
 [storage]
 # path = "data/reports.sqlite"  # SQLite, WAL mode
 batch_ms = 50                   # commit (and then ACK) at least every 50 ms ...
-batch_max = 200                 # ... or every 200 reports
+batch_max = 2000                # ... or as soon as 2000 wait (a burst: fewer, larger commits)
 max_in_flight = 5000            # backlog at which serial links are paused (twice this: frames shed)
 min_free_mb = 256               # warn (log, /healthz, run --check) below this much free disk; 0: off
 backup_before_migration = true  # copy a store of an older release next to itself before migrating it

@@ -181,7 +181,7 @@ def parse_config(data: dict[str, Any], *, source: Path | None, read_only: bool =
     # opens it immutable, gateway.storage.sqlite_uri)
     check_file(st, "storage.path", db_path, read_only=read_only)
     storage = StorageConfig(path=db_path, batch_ms=st.number("batch_ms", int, 50, 1, 10_000),
-                            batch_max=st.number("batch_max", int, 200, 1, 10_000),
+                            batch_max=st.number("batch_max", int, 2000, 1, 10_000),
                             max_in_flight=st.number("max_in_flight", int, 5000, 10, 1_000_000),
                             min_free_mb=st.number("min_free_mb", int, 256, 0, 10_000_000),
                             backup_before_migration=st.get("backup_before_migration", bool, True))

@@ -94,7 +94,7 @@ class StorageConfig:
 
     path: Path
     batch_ms: int = 50
-    batch_max: int = 200
+    batch_max: int = 2000
     max_in_flight: int = 5000
     min_free_mb: int = 256
     backup_before_migration: bool = True

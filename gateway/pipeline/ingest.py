@@ -109,7 +109,7 @@ class IngestService(IngestWriter):
     """
 
     def __init__(self, *, store: ReportStore, verifier: Verifier, metrics: GatewayMetrics, batch_ms: int = 50,
-                 batch_max: int = 200, clock: Callable[[], float] = time.time, gap_hold_s: float = GAP_HOLD_S,
+                 batch_max: int = 2000, clock: Callable[[], float] = time.time, gap_hold_s: float = GAP_HOLD_S,
                  monotonic: Callable[[], float] = time.monotonic, max_in_flight: int = MAX_IN_FLIGHT,
                  log_monotonic: Callable[[], float] | None = None,
                  time_sync: Callable[[ReportRecord], bool] | None = None) -> None:
