@@ -234,6 +234,7 @@ class IngestService(IngestWriter):
         if self.room.is_set():
             if n >= self.max_in_flight:
                 self.room.clear()
+                self._queue.hurry(True)  # nothing more is read until a commit settles some: no batch to wait for
                 self._metrics.ingest_paused.set(1)
                 self._metrics.ingest_pauses.inc()
                 more = self._pause_log.allow()
@@ -243,6 +244,7 @@ class IngestService(IngestWriter):
                     self._resume_unlogged = True
         elif n <= self.max_in_flight * 3 // 4:
             self.room.set()
+            self._queue.hurry(False)
             self._metrics.ingest_paused.set(0)
             if self._resume_unlogged:
                 self._resume_unlogged = False
@@ -502,8 +504,14 @@ class IngestService(IngestWriter):
         return ack, build_frame(FRAME_ACK, dev, ack, body, verified.tag_key or verified.key, verified.frame.version)
 
     def _ack_now(self, verified: Verified, link: Link) -> None:
-        """:meth:`_ack` on a link with ``send_nowait``, inline (no Task, no timeout: its writes never wait)."""
-        built = self._ack_frame(verified)
+        """:meth:`_ack` on a link with ``send_nowait``, inline (no Task, no timeout: its writes never wait).
+        Called for each device and link of a commit in turn: whatever goes wrong with one ACK is logged and
+        stays with it (the commit stands, the other ACKs go out, the device re-sends)."""
+        try:
+            built = self._ack_frame(verified)
+        except Exception:  # a bug: this ACK only (its Task used to fail alone)
+            self._ack_bug(verified.frame.device_id, link)
+            return
         if built is not None:
             self._send_now(link, verified.frame.device_id, *built)
 
@@ -515,11 +523,15 @@ class IngestService(IngestWriter):
         except (GatewayError, OSError) as exc:
             log.debug("ack failed device=%s seq=%d link=%s: %s (the device will resend)", dev, ack, link.name, exc)
         except Exception:  # a bug in the link: the commit it follows stands (the device re-sends; a copy is re-ACKed)
-            more = self._handler_bug_log.allow()
-            if more is not None:
-                log.error("sending the ACK of %s seq %d on %s failed with an unexpected error (a civicedge bug: "
-                          "please report it with this traceback); the device re-sends%s", dev, ack, link.name,
-                          more_since(more, "such error(s)"), exc_info=True)
+            self._ack_bug(dev, link)
+
+    def _ack_bug(self, dev: str, link: Link) -> None:
+        """Log an unexpected error of an ACK to ``dev`` on ``link`` with its traceback, once a burst."""
+        more = self._handler_bug_log.allow()
+        if more is not None:
+            log.error("acknowledging %s on %s failed with an unexpected error (a civicedge bug: please report it "
+                      "with this traceback); its reports are stored, the device re-sends them and gets the ACK "
+                      "then%s", dev, link.name, more_since(more, "such error(s)"), exc_info=True)
 
     async def _ack(self, verified: Verified, link: Link) -> None:
         built = self._ack_frame(verified)

@@ -44,12 +44,21 @@ class BatchQueue:
     report's replay-window bookkeeping (bench/gateway_ingest.py).
     """
 
-    __slots__ = ("_items", "_batch_max", "_grew")
+    __slots__ = ("_items", "_batch_max", "_grew", "_hurry")
 
     def __init__(self, batch_max: int) -> None:
         self._items: deque[Queued] = deque()
         self._batch_max = batch_max
         self._grew = asyncio.Event()
+        self._hurry = False
+
+    def hurry(self, on: bool) -> None:
+        """While ``on``, :meth:`take` returns what is queued without waiting for a full batch: the backlog is
+        at its cap (``max_in_flight``; serial reads paused until a commit settles some), so a batch that is
+        not full now may never fill (a ``max_in_flight`` below ``batch_max``) and waiting is only delay."""
+        self._hurry = on
+        if on:
+            self._grew.set()
 
     def put_nowait(self, item: Queued) -> None:
         """Queue ``item`` (never blocks: the backlog is bounded by the ingest service's ``room``)."""
@@ -67,16 +76,17 @@ class BatchQueue:
 
     async def take(self, wait_s: float) -> list[Queued]:
         """Wait for a first report, then up to ``wait_s`` for ``batch_max`` of them (not at all when as
-        many wait already); return the oldest ``batch_max`` or fewer, in queue order."""
+        many wait already, or while :meth:`hurry` is on); return the oldest ``batch_max`` or fewer, in
+        queue order."""
         items, grew = self._items, self._grew
         while not items:
             grew.clear()
             await grew.wait()
-        if len(items) < self._batch_max:
+        if len(items) < self._batch_max and not self._hurry:
             grew.clear()
             try:
                 async with asyncio.timeout(wait_s):
-                    while len(items) < self._batch_max:
+                    while len(items) < self._batch_max and not self._hurry:
                         await grew.wait()
                         grew.clear()
             except TimeoutError:

@@ -103,7 +103,7 @@ async def test_a_bug_in_the_link_is_logged_with_its_traceback_and_the_commit_sta
     ingest.feed(report_frame("bin-1", 1, KEYS["bin-1"]), now.link)
     await _until(lambda: any(r.exc_info for r in caplog.records if r.levelno == logging.ERROR), "bug not logged")
     bug = [r for r in caplog.records if r.levelno == logging.ERROR]
-    assert len(bug) == 1 and "sending the ACK of bin-1 seq 1 on serial:now" in bug[0].getMessage()
+    assert len(bug) == 1 and "acknowledging bin-1 on serial:now failed" in bug[0].getMessage()
     assert "a bug in the link" in str(bug[0].exc_info[1])  # type: ignore[index]
     assert ReportQueries(tmp_path / "r.sqlite").count_reports() == 1 and ingest.backlog == 0
     assert ingest.store_problem is None  # not a failing commit
@@ -118,3 +118,50 @@ def test_an_ack_tagged_with_the_key_state_is_the_ack_tagged_with_the_key() -> No
         assert build_frame(FRAME_ACK, "bin-1", seq, body, state, 1) == build_frame(FRAME_ACK, "bin-1", seq, body, key, 1)
     # the state is copied per frame, never updated: the next frame's tag is still right
     assert verify_tag(parse_frame(build_frame(FRAME_ACK, "bin-1", 3, {}, state)), key)
+
+
+async def test_a_bug_building_one_ack_leaves_the_other_acks_of_its_commit(
+        ingest: IngestService, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Inline ACKs of one commit go out in turn: one that fails to build (a bug) is logged and the
+    others still go out; the commit's handling finishes (stored signalled, nothing left in flight)."""
+    now = NowaitLink()
+    real = ingest._ack_frame
+    broken = {"bin-1"}
+
+    def ack_frame(verified):  # type: ignore[no-untyped-def]
+        if verified.frame.device_id in broken:
+            broken.clear()
+            raise RuntimeError("a bug building an ACK")
+        return real(verified)
+
+    ingest._ack_frame = ack_frame  # type: ignore[method-assign]
+    ingest.stored.clear()
+    ingest.feed(report_frame("bin-1", 1, KEYS["bin-1"]), now.link)
+    ingest.feed(report_frame("bin-2", 1, KEYS["bin-2"]), now.link)  # the same batch (batch_ms 20)
+    await _until(lambda: now.acks == [("bin-2", 1)] and ingest.backlog == 0, "bin-2 not acknowledged: %r" % now.acks)
+    assert ingest.stored.is_set() and ReportQueries(tmp_path / "r.sqlite").count_reports() == 2
+    bug = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert len(bug) == 1 and "acknowledging bin-1 on serial:now failed" in bug[0].getMessage()
+    assert "a bug building an ACK" in str(bug[0].exc_info[1])  # type: ignore[index]
+    ingest.feed(report_frame("bin-1", 1, KEYS["bin-1"]), now.link)  # the device re-sends: answered now
+    await _until(lambda: ("bin-1", 1) in now.acks, "re-send not answered: %r" % now.acks)
+
+
+async def test_a_backlog_cap_below_batch_max_commits_without_waiting_for_batch_ms(
+        registry: Registry, tmp_path: Path) -> None:
+    """max_in_flight below batch_max: the queue can never hold a full batch, so once the backlog is at its
+    cap the writer commits what waits instead of sleeping out batch_ms each time."""
+    service = IngestService(store=ReportStore(tmp_path / "r.sqlite", gateway_id="gw"),
+                            verifier=Verifier(registry, load_policy()), metrics=GatewayMetrics("gw"),
+                            batch_ms=60_000, batch_max=2000, max_in_flight=10)
+    await service.start()
+    try:
+        now = NowaitLink()
+        for seq in range(1, 11):  # the tenth reaches the cap
+            service.feed(report_frame("bin-1", seq, KEYS["bin-1"]), now.link)
+        assert not service.room.is_set()
+        await _until(lambda: now.acks == [("bin-1", 10)], "not committed within 5 s of a 60 s batch_ms")
+        assert service.room.is_set() and ReportQueries(tmp_path / "r.sqlite").count_reports() == 10
+    finally:
+        await service.stop()
+        service.close()

@@ -54,3 +54,19 @@ async def test_a_cancelled_take_leaves_the_queue_as_it_was() -> None:
     took.cancel()
     await asyncio.gather(took, return_exceptions=True)
     assert took.cancelled() and len(queue) == 1  # the stop cancels the writer: nothing taken and lost
+
+
+async def test_in_a_hurry_what_is_queued_goes_at_once_and_waits_again_after() -> None:
+    queue = BatchQueue(100)
+    queue.put_nowait(_item(1))
+    took = asyncio.ensure_future(queue.take(30.0))
+    await asyncio.sleep(0.05)
+    assert not took.done()  # one of a hundred: waiting for the batch
+    queue.hurry(True)  # the backlog reached its cap: no more come until a commit settles some
+    assert [i[0] for i in await asyncio.wait_for(took, 5)] == [1]
+    queue.put_nowait(_item(2))
+    assert [i[0] for i in await asyncio.wait_for(queue.take(30.0), 5)] == [2]  # still in a hurry
+    queue.hurry(False)
+    queue.put_nowait(_item(3))
+    started = time.monotonic()
+    assert [i[0] for i in await queue.take(0.2)] == [3] and time.monotonic() - started >= 0.19

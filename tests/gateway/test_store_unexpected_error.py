@@ -122,7 +122,8 @@ def test_a_failing_rollback_does_not_hide_the_error_being_handled(
 @pytest.mark.timeout(60)
 async def test_the_ingest_writer_outlives_an_unexpected_error_after_the_commit(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
-    """Stored, then the ACK could not be started (a bug): the writer goes on, the batch is settled once,
+    """Stored, then the writer's handling of the commit failed where it hands out the ACKs (a bug outside the
+    per-ACK guard, test_ingest_ack_inline has one inside it): the writer goes on, the batch is settled once,
     and the device's re-send is answered as a duplicate."""
     caplog.set_level(logging.INFO)
     dev = PtyDevice(KEYS)
