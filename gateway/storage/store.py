@@ -48,8 +48,8 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-#: Page cache of the store's writing connection, in KiB (``PRAGMA cache_size``): memory used only as pages
-#: are read, and given back when the gateway stops.
+#: Page cache of the store's writing connection, in KiB (``PRAGMA cache_size``): filled as pages are read and
+#: written (all of it on a store larger than this) and kept until the gateway stops (docs/gateway.md, memory).
 WRITER_CACHE_KIB = 32 * 1024
 
 

@@ -34,11 +34,14 @@ def test_start_up_objects_are_frozen_and_young_collections_are_rarer(restore_col
     assert not any(obj is loaded for obj in gc.get_objects())  # frozen: no collection walks it
 
 
-def test_a_cycle_made_after_the_start_is_still_collected(restore_collector: None) -> None:
-    tune_collector()
+def test_a_cycle_made_after_the_start_is_collected_by_the_young_collections_every_10000_allocations(
+        restore_collector: None) -> None:
+    tune_collector()  # collects everything first: the young generation starts empty
     node = _Node()
     gone = weakref.ref(node)
     del node
-    assert gone() is not None  # reference counting alone never frees a cycle
-    gc.collect()
+    few = [[] for _ in range(1_000)]  # more than CPython's 700, far fewer than YOUNG_THRESHOLD
+    assert gone() is not None  # no young collection yet (at the default threshold there were one or two)
+    many = [[] for _ in range(YOUNG_THRESHOLD)]  # allocations alone set off a young collection
     assert gone() is None
+    assert len(few) + len(many) > YOUNG_THRESHOLD
