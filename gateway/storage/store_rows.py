@@ -31,7 +31,9 @@ dump_json = json.JSONEncoder(sort_keys=True, separators=(",", ":")).encode
 
 # Rows per multi-row INSERT, largest first: a few fixed sizes keep the statements in sqlite3's
 # statement cache. Sizes whose parameters exceed the library's bound (999 before SQLite 3.32) are skipped.
-CHUNKS = (256, 64, 16, 4, 1)
+# Each statement is one step without the GIL and one hand-back of it to the store's thread: 1024-row
+# statements halve those per batch of [storage] batch_max (bench/gateway_ingest.py: ~5 % more reports/s).
+CHUNKS = (1024, 256, 64, 16, 4, 1)
 
 
 def report_row(rec: ReportRecord, gateway_id: str) -> tuple[Any, ...]:

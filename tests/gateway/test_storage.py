@@ -70,8 +70,9 @@ def test_large_batches_keep_order_ids_and_chain_whatever_the_parameter_bound(tmp
     store = ReportStore(db, gateway_id="gw1")
     if bound is not None:
         store._conn.setlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER, bound)  # noqa: SLF001 - an older SQLite's bound
-    first = [rec("d%d" % (i % 7), i + 1, m={"fill": i % 100}) for i in range(347)]  # 256 + 64 + 16 + 4 + 4 + 3
-    assert len(store.insert_batch(first).inserted) == 347
+    # 1024 + 256 + 64 + 16 + 4 + 4 + 3: every chunk size (those over the bound are skipped)
+    first = [rec("d%d" % (i % 7), i + 1, m={"fill": i % 100}) for i in range(1371)]
+    assert len(store.insert_batch(first).inserted) == 1371
     again = first[100:110] + [rec("d9", i + 1, a=["fire"], m={}) for i in range(299)] + first[:3]
     result = store.insert_batch(again)
     assert len(result.inserted) == 299 and len(result.duplicates) == 13
