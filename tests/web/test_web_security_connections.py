@@ -116,10 +116,13 @@ def test_the_cap_leaves_room_under_the_open_file_limit() -> None:
     assert connection_cap(256, 10) >= 1
 
 
-async def _busy_app() -> tuple[web.Application, asyncio.Event]:
+async def _busy_app(inside: list[None] | None = None) -> tuple[web.Application, asyncio.Event]:
+    """An app whose /slow waits for the event returned (each request entering it adds to ``inside``)."""
     release = asyncio.Event()
 
     async def slow(_request: web.Request) -> web.Response:
+        if inside is not None:
+            inside.append(None)
         await release.wait()
         return web.Response(text="done")
 
@@ -130,6 +133,16 @@ async def _busy_app() -> tuple[web.Application, asyncio.Event]:
     app.router.add_get("/slow", slow)
     app.router.add_get("/ok", ok)
     return app, release
+
+
+async def _all_inside(inside: list[None], n: int) -> None:
+    """Wait until ``n`` requests are in /slow: every connection busy, not only open (a fixed 0.5 s was too
+    short for eight on a loaded machine)."""
+    for _ in range(200):
+        if len(inside) >= n:
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError("only %d of the %d requests reached the handler in 10 s" % (len(inside), n))
 
 
 async def test_at_the_cap_an_idle_connection_is_closed_for_a_new_one() -> None:
@@ -151,12 +164,13 @@ async def test_at_the_cap_an_idle_connection_is_closed_for_a_new_one() -> None:
 
 async def test_at_the_cap_with_every_connection_busy_a_new_one_gets_503_at_once(
         caplog: pytest.LogCaptureFixture) -> None:
-    app, release = await _busy_app()
+    inside: list[None] = []
+    app, release = await _busy_app(inside)
     server = await start_http(app, host="127.0.0.1", port=0, max_connections=8)
     try:
         async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as http:
             busy = [asyncio.ensure_future(http.get(server.url + "/slow")) for _ in range(8)]
-            await asyncio.sleep(0.5)
+            await _all_inside(inside, 8)
             reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
             answer = await asyncio.wait_for(reader.read(), 5)
             assert answer.startswith(b"HTTP/1.1 503 ") and b"too_many_connections" in answer
@@ -190,7 +204,8 @@ def test_the_open_file_limit_is_raised_only_as_far_as_the_connections_need() -> 
 
 
 async def test_refused_clients_that_sent_their_request_at_once_read_the_503() -> None:
-    app, release = await _busy_app()
+    inside: list[None] = []
+    app, release = await _busy_app(inside)
     server = await start_http(app, host="127.0.0.1", port=0, max_connections=4)
     loop = asyncio.get_running_loop()
 
@@ -205,7 +220,7 @@ async def test_refused_clients_that_sent_their_request_at_once_read_the_503() ->
     try:
         async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as http:
             busy = [asyncio.ensure_future(http.get(server.url + "/slow")) for _ in range(4)]
-            await asyncio.sleep(0.5)
+            await _all_inside(inside, 4)
             answers = []
             for _ in range(10):  # MAX_LINGERING at once at most: 10 in parallel
                 answers += await asyncio.gather(*(loop.run_in_executor(None, raw_get) for _ in range(10)))
