@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import socket
+from typing import Callable
 from pathlib import Path
 
 from gateway.config.model import HttpConfig
@@ -107,32 +108,37 @@ def _parse_allowed_hosts(sec: Section) -> tuple[str, ...]:
     return tuple(names)
 
 
-def _parse_trusted_proxies(sec: Section) -> tuple[str, ...]:
-    """``http.trusted_proxies``: addresses or networks of reverse proxies whose X-Forwarded-For is believed."""
-    raw = sec.get("trusted_proxies", list, [])
+def _network_list(sec: Section, key: str, parse: Callable[[int, str], str]) -> tuple[str, ...]:
+    """``http.<key>``: a list of strings, each read by ``parse(index, text)`` (raising the config error), in
+    order without repeats."""
+    name = "http." + key
     networks: list[str] = []
-    for i, item in enumerate(raw):
+    for i, item in enumerate(sec.get(key, list, [])):
         if not isinstance(item, str):
-            raise sec.error("http.trusted_proxies", "http.trusted_proxies[%d] must be a string, not %r" % (i, item),
-                            "wrong_type")
-        try:
-            network = str(parse_network(item))
-        except ValueError as exc:
-            raise sec.error("http.trusted_proxies", "http.trusted_proxies[%d]: %s" % (i, exc), "bad_value") from None
+            raise sec.error(name, "%s[%d] must be a string, not %r" % (name, i, item), "wrong_type")
+        network = parse(i, item)
         if network not in networks:
             networks.append(network)
     return tuple(networks)
 
 
+def _parse_trusted_proxies(sec: Section) -> tuple[str, ...]:
+    """``http.trusted_proxies``: addresses or networks of reverse proxies whose X-Forwarded-For is believed."""
+
+    def parse(i: int, item: str) -> str:
+        try:
+            return str(parse_network(item))
+        except ValueError as exc:
+            raise sec.error("http.trusted_proxies", "http.trusted_proxies[%d]: %s" % (i, exc), "bad_value") from None
+
+    return _network_list(sec, "trusted_proxies", parse)
+
+
 def _parse_admin_networks(sec: Section) -> tuple[str, ...]:
     """``http.admin_networks``: networks (CIDR, or one address) whose clients the admin throttle's global budget
     never refuses (their own wrong tokens still pause them: gateway.web.admin_throttle)."""
-    raw = sec.get("admin_networks", list, [])
-    networks: list[str] = []
-    for i, item in enumerate(raw):
-        if not isinstance(item, str):
-            raise sec.error("http.admin_networks", "http.admin_networks[%d] must be a string, not %r" % (i, item),
-                            "wrong_type")
+
+    def parse(i: int, item: str) -> str:
         try:
             network = network_of(item)
         except NotANetwork as exc:
@@ -144,9 +150,9 @@ def _parse_admin_networks(sec: Section) -> tuple[str, ...]:
             raise sec.error("http.admin_networks", "http.admin_networks[%d] = %r is every address: no client"
                             " would be held to the global cap of wrong admin tokens; list the operators'"
                             " networks only" % (i, item), "bad_value")
-        if str(network) not in networks:
-            networks.append(str(network))
-    return tuple(networks)
+        return str(network)
+
+    return _network_list(sec, "admin_networks", parse)
 
 
 def check_listen(sec: Section, listen: str, *, resolve: bool) -> None:
