@@ -322,24 +322,32 @@ class StoreFleetSource:
         the CSV mark that first published that newest report (None when there is none; no arrival finer
         than the hour). One read of the range's report rows on a bulk thread (no value read), kept per
         query, mark bound and data version (:meth:`_cached_stamp`)."""
-        max_id = (await self._marks.bound("csv", received_before))[0]
-        period = self._max_period_s()
-        read = functools.partial(range_stamps.csv_rows_stamp, self._queries(), since=since, until=until,
-                                 devices=list(devices), max_period_s=period, max_id=max_id, zone=zone)
-        key = ("rows", int(since), int(until), tuple(devices), zone, period, max_id)
-        return self._published_stamp(await self._cached_stamp(key, read))
+        read = functools.partial(range_stamps.csv_rows_stamp, since=since, until=until)
+        return await self._range_stamp(("rows", int(since), int(until)), read, devices=devices, zone=zone,
+                                       received_before=received_before)
 
     async def spend_stamp(self, *, first: int, end: int, devices: Sequence[str], zone: str | None,
                           received_before: int) -> tuple[int, int, int, float | None]:
         """As :meth:`rows_stamp`, of the stored releases :meth:`privacy_spend` counts for the days
         ``[first, end)`` (:func:`gateway.web.range_stamps.spend_stamp`: the period ends in them); the
         repeat releases are bounded apart (:meth:`repeats_bound`)."""
+        read = functools.partial(range_stamps.spend_stamp, first=first, end=end)
+        return await self._range_stamp(("spend", int(first), int(end)), read, devices=devices, zone=zone,
+                                       received_before=received_before)
+
+    async def _range_stamp(self, query: tuple[Any, ...], read: Callable[..., range_stamps.RowsStamp], *,
+                           devices: Sequence[str], zone: str | None,
+                           received_before: int) -> tuple[int, int, int, float | None]:
+        """The common part of :meth:`rows_stamp` and :meth:`spend_stamp`: ``read`` (a
+        :mod:`gateway.web.range_stamps` reader given its range) run on the store's queries for ``devices``
+        and ``zone``, bounded by the CSV mark ``received_before``'s report id and the longest period a value
+        may have, held under ``query`` (the CSV's name and range) and those bounds (:meth:`_cached_stamp`)."""
         max_id = (await self._marks.bound("csv", received_before))[0]
         period = self._max_period_s()
-        read = functools.partial(range_stamps.spend_stamp, self._queries(), first=first, end=end,
-                                 devices=list(devices), max_period_s=period, max_id=max_id, zone=zone)
-        key = ("spend", int(first), int(end), tuple(devices), zone, period, max_id)
-        return self._published_stamp(await self._cached_stamp(key, read))
+        bound_read = functools.partial(read, self._queries(), devices=list(devices), max_period_s=period,
+                                       max_id=max_id, zone=zone)
+        key = (*query, tuple(devices), zone, period, max_id)
+        return self._published_stamp(await self._cached_stamp(key, bound_read))
 
     async def _cached_stamp(self, key: tuple[Any, ...],
                             read: Callable[[], range_stamps.RowsStamp]) -> range_stamps.RowsStamp:
