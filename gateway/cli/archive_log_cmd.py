@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 
 from gateway.cli.common import EXIT_OK, add_config_arg, config_from, fail
-from gateway.cli.log_cmd import _error, _protected, _store_problem, store_of
+from gateway.cli.log_cmd import _error, _protected, checked_store
 from gateway.config import GatewayConfig
 from gateway.errors import GatewayError, StorageError
 from gateway.output_guard import OutputRefused, check_output
@@ -92,12 +92,10 @@ def _output_problem(args: argparse.Namespace, db: Path, config: GatewayConfig | 
 def cmd_archive(args: argparse.Namespace) -> int:
     """Archive the chain up to ``--before``/``--keep`` into ``--output``; print what was done on stderr."""
     try:
-        db, config = store_of(args)
+        db, config = checked_store(args)
     except GatewayError as exc:
         return fail(exc)
-    if not db.is_file():
-        return _error("open_failed", "no report store at %s" % db)
-    problem = _store_problem(db) or _output_problem(args, db, config)
+    problem = _output_problem(args, db, config)
     if problem is not None:
         return _error(*problem)
     real = real_store_path(db)

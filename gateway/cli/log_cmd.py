@@ -240,17 +240,31 @@ def store_of(args: argparse.Namespace) -> tuple[Path, GatewayConfig | None]:
     return config.storage.path, config
 
 
+def checked_store(args: argparse.Namespace) -> tuple[Path, GatewayConfig | None]:
+    """The report store a chain command reads or archives (:func:`store_of`), with its config, once it is known
+    to be a civicedge store whose provenance chain can be read: the prologue ``export-log`` and
+    ``archive-log`` share, run before any output is made (:func:`_store_problem`).
+
+    Raises:
+        GatewayError: the config does not load (its ConfigError), or a StorageError: ``open_failed`` (no file
+            at the store's path), ``corrupt``, ``read_failed`` or ``not_a_store``.
+    """
+    db, config = store_of(args)
+    if not db.is_file():
+        raise StorageError("no report store at %s" % db, reason="open_failed")
+    problem = _store_problem(db)
+    if problem is not None:
+        reason, message = problem
+        raise StorageError(message, reason=reason)
+    return db, config
+
+
 def cmd_export(args: argparse.Namespace) -> int:
     """Export the chain to stdout or, atomically, to ``--output``."""
     try:
-        db, config = store_of(args)
+        db, config = checked_store(args)
     except GatewayError as exc:
         return fail(exc)
-    if not db.is_file():
-        return _error("open_failed", "no report store at %s" % db)
-    problem = _store_problem(db)
-    if problem is not None:
-        return _error(*problem)
     if args.output is None or args.output == "-":  # `-o -`: stdout, as verify-log reads `-` (./- is a file)
         try:
             # A reader that goes away (`| head`) raises BrokenPipeError: the civicedge entry point
