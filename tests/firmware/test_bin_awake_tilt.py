@@ -14,23 +14,17 @@ from __future__ import annotations
 
 from typing import Any
 
+from clock_pins import clock_pin
 from test_apps_bin import T0, Mpy
 from test_bin_fire_radio import sim
 
 POLL_MS = 100  # civic.apps.bin.POLL_MS
 NAMES = ("sessions", "acked", "alarms", "wins", "left", "dropped", "armed", "acked_ms", "reads", "backoff", "wakes")
-TILT_PIN = """BOOT_MS = 700
-class TiltPin(FakePin):
-    def value(self, v=None):
-        t = clock.time_ms() - START * 1000
-        return 1 if any(a <= t < b for a, b in TILTED) else 0
-hw.tilt = TiltPin(0)
-TILTED = %r
-"""
+BOOT_MS = 700
 
 
 def _run(mpy: Mpy, events: list[list[Any]], tilted: list[tuple[int, int]]) -> dict[str, Any]:
-    res = sim(mpy, events, [], 3600, pre=TILT_PIN % (tilted,), full=True)
+    res = sim(mpy, events, [], 3600, pre="BOOT_MS = %d\n" % BOOT_MS + clock_pin("tilt", tilted), full=True)
     return dict(zip(NAMES, res))
 
 

@@ -11,24 +11,20 @@ from __future__ import annotations
 
 from typing import Any
 
+from clock_pins import clock_pin
 from test_apps_bin import T0, Mpy, run_app
 from test_bin_fire_radio import SIM
 
-LID_PIN = """BOOT_MS = 1000
-class LidPin(FakePin):
-    def value(self, v=None):
-        t = clock.time_ms() - START * 1000
-        return 1 if any(a <= t < b for a, b in OPEN) else 0
-hw.lid = LidPin(0)
-OPEN = %r
-_mk = make_app
+BOOT_MS = 1000
+REFRACTORY = """_mk = make_app
 def make_app():
     a = _mk(); a.lid_refractory_s = %d; return a
 """
 
 
 def _lid_count(mpy: Mpy, opened: list[tuple[int, int]], refractory_s: int) -> Any:
-    text = SIM.replace("PRE", LID_PIN % (opened, refractory_s)) % ([[opened[0][0] / 1000, "lid"]], [], 1500)
+    pre = "BOOT_MS = %d\n" % BOOT_MS + clock_pin("lid", opened) + REFRACTORY % refractory_s
+    text = SIM.replace("PRE", pre) % ([[opened[0][0] / 1000, "lid"]], [], 1500)
     return run_app(mpy, T0, text + "\nprint(json.dumps([app.state['lid'], wakes]))")
 
 
