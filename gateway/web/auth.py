@@ -22,7 +22,7 @@ from gateway.web.admin_throttle import GLOBAL_WRONG_PER_S, SCOPES, AdminThrottle
 from gateway.web.errors import Unauthorized, Unavailable, WebError
 from gateway.web.forwarded import TRUSTED_PROXIES_KEY, VIA_PROXY, client_label
 from gateway.web.logsafe import shown_path
-from gateway.web.proxies import IpNetwork, network_of
+from gateway.web.proxies import IpNetwork, client_address, network_of
 
 logger = logging.getLogger(__name__)
 
@@ -78,18 +78,17 @@ V6_NETWORK_BITS = 48
 def _client_address(request: web.Request) -> ipaddress.IPv4Address | ipaddress.IPv6Address | str:
     """``request``'s client address as gateway.web.forwarded decides it (behind a proxy of ``[http]
     trusted_proxies``, the address the proxy names; also before that middleware ran, as for ``Expect:
-    100-continue``), an IPv4-mapped IPv6 one as its IPv4 address; the text when it is no address."""
+    100-continue``), read by :func:`gateway.web.proxies.client_address` as every per-client rule reads it:
+    an IPv4-mapped IPv6 one as its IPv4 address, a socket peer's IPv6 zone id dropped (``fe80::1%eth0`` is
+    ``fe80::1``: one machine, one throttle key, matched by ``[http] admin_networks`` either way); the text
+    when it is no address."""
     remote = request.remote
     proxies = request.app.get(TRUSTED_PROXIES_KEY) if request.get(VIA_PROXY) is None else None
     if proxies is not None:
         remote = proxies.client(remote, request.headers.getall("X-Forwarded-For", ()))
-    try:
-        address = ipaddress.ip_address(remote or "")
-    except ValueError:
-        return remote or "unknown address"
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        return address.ipv4_mapped
-    return address
+    # A zone can only be the socket peer's: an X-Forwarded-For entry with one never becomes the client.
+    address = client_address(remote, from_socket=True)
+    return address if address is not None else remote or "unknown address"
 
 
 def throttle_client(request: web.Request) -> str:

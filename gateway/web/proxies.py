@@ -64,22 +64,50 @@ def parse_network(text: str) -> IpNetwork:
     return network
 
 
-def _address(text: str) -> IpAddress | None:
-    """An address in ``X-Forwarded-For``, or None when it is none (``unknown``, a port, garbage, an IPv6
-    zone id: ``fe80::1%<any text>`` would carry that text into audit lines and per-client keys). An
-    IPv4-mapped form (``::ffff:203.0.113.9``) is the IPv4 address, so one client has one form."""
-    text = text.strip()
+def client_address(text: str | None, *, from_socket: bool) -> IpAddress | None:
+    """A client's address as every per-client rule of the web app reads it (the ``trusted_proxies`` walk, the
+    admin throttle's client and network keys, ``[http] admin_networks``, audit lines, the route planner's
+    per-client limit), or None when ``text`` is none (``unknown``, a port, garbage, empty or None).
+
+    One machine is one address to each of them: brackets (``[2001:db8::7]``) are taken off, an
+    IPv4-mapped form (``::ffff:203.0.113.9``, how a dual-stack socket names an IPv4 peer) is the IPv4
+    address. An IPv6 zone id (``fe80::1%eth0``) depends on where the text comes from:
+
+    * ``from_socket=True``, the connection's peer (``request.remote`` as the transport names it): the zone
+      is dropped. It names the gateway's own interface the connection came in on, which says nothing about
+      the client, and :mod:`ipaddress` keeps it in an address's equality, hash and ``str``: kept, it would
+      key ``fe80::1%eth0`` apart from ``fe80::1`` and put the interface name into audit lines. (CPython on
+      Linux names an accepted link-local peer without it, the scope being the peername's fourth item; a
+      transport, event loop or middleware that names the peer with one is read the same way.)
+    * ``from_socket=False``, an ``X-Forwarded-For`` entry, text any client can write: an address with a
+      zone id is refused (None). :mod:`ipaddress` takes any text after ``%`` as the zone, so a hop could
+      otherwise carry words of its choosing into audit lines and a fresh per-client key into every limit.
+    """
+    text = (text or "").strip()
     if text.startswith("[") and text.endswith("]"):
         text = text[1:-1]
-    if "%" in text:
+    if not from_socket and "%" in text:
         return None
     try:
         address = ipaddress.ip_address(text)
     except ValueError:
         return None
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        return address.ipv4_mapped
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.scope_id is not None:
+            address = ipaddress.IPv6Address(address.packed)  # the same address without its zone
+        if address.ipv4_mapped is not None:
+            return address.ipv4_mapped
     return address
+
+
+def peer_text(peer: str | None) -> str | None:
+    """The socket peer ``peer`` (``request.remote``) as the web app names it: without an IPv6 zone id
+    (:func:`client_address` with ``from_socket=True`` says why); any other text unchanged, an IPv4-mapped
+    form included (only a zone is taken off, so most requests keep their ``request.remote`` as it is)."""
+    if peer is None or "%" not in peer:
+        return peer
+    address = client_address(peer, from_socket=True)
+    return peer if address is None else str(address)
 
 
 class TrustedProxies:
@@ -104,20 +132,21 @@ class TrustedProxies:
         """The client's address for a connection from ``peer`` carrying ``forwarded_for`` headers.
 
         Args:
-            peer: the address the connection comes from (``request.remote``).
+            peer: the address the connection comes from (``request.remote``; an IPv6 zone id on it is
+                ignored, :func:`client_address`).
             forwarded_for: the values of every ``X-Forwarded-For`` header, in order.
 
         Returns:
             The rightmost address that is not a trusted proxy, walking left from ``peer`` while each hop is
-            trusted; ``peer`` itself when it is not trusted or sent no usable header. An entry that is not
-            an address stops the walk at the hop that wrote it.
+            trusted; ``peer`` itself, as given, when it is not trusted or sent no usable header. An entry
+            that is not an address, or has a zone id, stops the walk at the hop that wrote it.
         """
-        if not self.networks or not self.trusts(_address(peer or "")):
+        if not self.networks or not self.trusts(client_address(peer, from_socket=True)):
             return peer
         hops = [h for value in forwarded_for for h in value.split(",")][-MAX_HOPS:]
         client = peer
         for hop in reversed(hops):
-            address = _address(hop)
+            address = client_address(hop, from_socket=False)
             if address is None:
                 break
             client = str(address)
