@@ -1,4 +1,5 @@
-"""``civicedge gateway devices add|list|show|move|revoke|retire|reinstate|rotate-key``. Keys are never printed."""
+"""``civicedge gateway devices add|list|show|move|revoke|retire|reinstate|rotate-key|remove``. Keys are never
+printed."""
 
 from __future__ import annotations
 
@@ -12,8 +13,11 @@ from pathlib import Path
 from rich.cells import cell_len
 
 from gateway.cli.common import EXIT_OK, add_config_arg, config_from, fail
-from gateway.errors import GatewayError, RegistryError
+from gateway.errors import GatewayError, RegistryError, StorageError
+from gateway.pipeline.verify import REGISTRY_CACHE_S
 from gateway.registry import DeviceRecord, Registry, key_fingerprint, read_key_file
+from gateway.storage.device_traces import device_traces
+from gateway.storage.store_files import store_writer
 from gateway.web.revocation import REINSTATED_OPEN_DATA, RETIRED_OPEN_DATA, REVOKED_OPEN_DATA
 
 
@@ -32,8 +36,9 @@ def accept_negative_location(parser: argparse.ArgumentParser) -> None:
 def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
     """Add the ``devices`` group."""
     devices = sub.add_parser("devices", help="manage the device registry",
-                             description="Register, list, show, move, revoke, retire and reinstate devices and rotate "
-                                         "their keys in the gateway's device registry. Keys are never printed.")
+                             description="Register, list, show, move, revoke, retire, reinstate and remove devices and "
+                                         "rotate their keys in the gateway's device registry. Keys are never "
+                                         "printed.")
     add_config_arg(devices)
     devices.add_argument("--registry", type=Path, metavar="DIR",
                          help="registry directory (default: the config's [registry] path)")
@@ -86,6 +91,20 @@ def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None
         if name == "show":
             p.add_argument("--json", action="store_true", help="print the device record as a JSON object")
         p.set_defaults(func=func)
+    remove = dsub.add_parser(
+        "remove", parents=[common],
+        help="delete a device that was never heard from (a typo'd id, a board never installed) and its key file",
+        description="Delete a device registered by mistake and never heard from (a typo'd id, a board never "
+                    "installed): its registry row and key file. Only a device the report store holds nothing of (no report, ACK floor, "
+                    "replay protection or provenance entry) is removed; for one that was heard from use retire "
+                    "(its board left this gateway) or revoke (its key is compromised), which keep its reports. "
+                    "Safe beside a running gateway: the store is checked again after the gateway stopped "
+                    "accepting the device's frames, and a device heard from meanwhile is put back.")
+    remove.add_argument("device_id", metavar="ID", help="device id (as in devices list)")
+    remove.add_argument("--store", type=Path, metavar="PATH",
+                        help="the report store checked for the device (default: the config's [storage] path; "
+                             "required with --registry and no --config)")
+    remove.set_defaults(func=cmd_remove)
 
 
 def _registry(args: argparse.Namespace, *, create: bool = False, read_only: bool = False) -> Registry:
@@ -295,4 +314,63 @@ def cmd_rotate(args: argparse.Namespace) -> int:
           "re-keyed by other means). To give the board a new key, which provision makes and registers itself: %s "
           "(--discard-unsent: its un-sent reports are framed under the old key, which the gateway now refuses)"
           % (rec.id, provision), file=sys.stderr)
+    return EXIT_OK
+
+
+#: Waited beyond the gateway's registry cache and its batch wait before the store is checked again, for a commit
+#: of what a running gateway accepted just before the removal (a commit takes milliseconds on a healthy disk).
+REMOVE_SETTLE_MARGIN_S = 2.0
+
+
+def _removal_store(args: argparse.Namespace) -> tuple[Path, float]:
+    """The report store ``remove`` checks, and how long to wait before its second check (0 when no gateway
+    writes it).
+
+    Raises:
+        RegistryError: ``bad_value``: ``--registry`` without ``--store`` or ``--config`` (which store serves
+            that registry is not known), or with a ``--config`` whose registry is another one.
+        StorageError: ``no_store``: ``--store`` names no file (a mistyped path must not pass for an empty store).
+        ConfigError: the config is invalid.
+    """
+    batch_ms = 0
+    if args.store is not None:
+        store = Path(args.store)
+        if not store.is_file():
+            raise StorageError("no report store at %s (--store must name the store of the gateway this registry "
+                               "serves)" % store, reason="no_store")
+    elif args.registry is not None and args.config is None:
+        raise RegistryError("devices remove checks the report store for anything of device %s before removing it: "
+                            "with --registry, name the store of the gateway that registry serves (--store PATH, by "
+                            "default <data_dir>/reports.sqlite) or its config (--config PATH)" % args.device_id,
+                            reason="bad_value", device_id=args.device_id)
+    else:
+        config = config_from(args)
+        if args.registry is not None and Path(args.registry).resolve() != config.registry_dir.resolve():
+            raise RegistryError("--registry %s is not the registry of the config %s (%s): give --store PATH, the "
+                                "report store of the gateway that registry serves"
+                                % (args.registry, args.config, config.registry_dir), reason="bad_value",
+                                device_id=args.device_id)
+        store, batch_ms = config.storage.path, config.storage.batch_ms
+    if store_writer(store) is None:
+        return store, 0.0
+    return store, REGISTRY_CACHE_S + max(batch_ms, 50) / 1000 + REMOVE_SETTLE_MARGIN_S
+
+
+def cmd_remove(args: argparse.Namespace) -> int:
+    """Remove a device the report store holds nothing of: its registry row, then its key file. One heard from is
+    refused (``heard_from``), pointing to retire and revoke."""
+    try:
+        store, settle_s = _removal_store(args)
+        reg = _registry(args)
+        if settle_s:
+            print("a gateway is running on %s: waiting %.1f s after the removal for frames it accepted just before, "
+                  "then checking the store again" % (store, settle_s), file=sys.stderr)
+        rec = reg.remove(args.device_id, traces=lambda device: device_traces(store, device), settle_s=settle_s)
+    except GatewayError as exc:
+        return fail(exc)
+    held = ("the report store %s holds nothing of it" % store if store.is_file()
+            else "there is no report store at %s yet" % store)
+    print("removed %s (%s, zone %s): its registry row and key file are deleted; %s; its frames are refused as from "
+          "an unknown device, and `civicedge gateway devices add --id %s ...` registers the id again"
+          % (rec.id, rec.kind, rec.zone, held, rec.id))
     return EXIT_OK
