@@ -17,10 +17,9 @@ import sys
 from pathlib import Path
 
 from gateway.cli.common import EXIT_OK, add_config_arg, config_from, fail
-from gateway.cli.log_cmd import _error, _protected, checked_store
+from gateway.cli.log_cmd import _error, _target_problem, checked_store
 from gateway.config import GatewayConfig
 from gateway.errors import GatewayError, StorageError
-from gateway.output_guard import OutputRefused, check_output
 from gateway.storage.chain_archive import ArchiveResult, archive_chain, plan
 from gateway.storage.lock_holders import command_of
 from gateway.storage.lock_holders import flock_pids as _flock_pids  # moved: store_files and restore use it too
@@ -66,15 +65,13 @@ def _output_problem(args: argparse.Namespace, db: Path, config: GatewayConfig | 
     output = Path(args.output)
     if args.output == "-":
         return "bad_path", "an archive goes to a file (its entries leave the store): give -o FILE, not -"
+    # the gateway's files and databases first (any file passes as an earlier archive there): those reasons say
+    # more than "exists" below
+    problem = _target_problem(args, output, db, config, command="archive-log", word="archive", force=False,
+                              previous=lambda _p: True, kind="an archive")
+    if problem is not None:
+        return problem
     target = Path(os.path.realpath(output))
-    if target.is_dir():
-        return "bad_path", "%s is a directory; give the archive a file name" % output
-    if target.exists() and os.path.samefile(target, db):
-        return "bad_path", "%s is the report store itself; archive to another file" % output
-    try:  # the gateway's files and databases first: those reasons say more than "exists"
-        check_output(output, _protected(args, db, config), force=False, previous=lambda _p: True, command="archive-log", kind="an archive")
-    except OutputRefused as exc:
-        return exc.reason, exc.message
     if os.path.lexists(output) or os.path.lexists(target):
         try:
             regular = stat.S_ISREG(os.stat(target).st_mode)

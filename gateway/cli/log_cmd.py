@@ -12,7 +12,7 @@ import stat
 import sys
 import tempfile
 from pathlib import Path
-from typing import IO, Iterator
+from typing import IO, Callable, Iterator
 
 from gateway.cli.common import EXIT_ERROR, EXIT_OK, add_config_arg, atomic_text_file, config_from, fail
 from gateway.config import GatewayConfig, default_config
@@ -118,6 +118,28 @@ def _protected(args: argparse.Namespace, db: Path, config: GatewayConfig | None)
     if config is not None:
         files.add_config(config)
     return files
+
+
+def _target_problem(args: argparse.Namespace, output: Path, db: Path, config: GatewayConfig | None, *, command: str,
+                    word: str, force: bool, previous: Callable[[Path], bool], kind: str) -> tuple[str, str] | None:
+    """Why ``output`` cannot take what ``command`` (``export-log``, ``archive-log``) writes, as ``(reason,
+    message)`` in its ``word`` (``export``, ``archive``), or None; checked before anything is written.
+
+    Refused: a directory, the report store ``db`` itself (also through a symlink), and what
+    :func:`gateway.output_guard.check_output` refuses: the gateway's files (:func:`_protected`), SQLite
+    databases, and an existing file that is not ``previous`` (an earlier output of ``kind``) unless ``force``.
+    """
+    target = Path(os.path.realpath(output))
+    if target.is_dir():
+        return "bad_path", "%s is a directory; give the %s a file name" % (output, word)
+    if target.exists() and os.path.samefile(target, db):
+        return "bad_path", "%s is the report store itself; %s to another file" % (output, word)
+    try:  # the gateway's files and databases before "exists": those reasons say more
+        check_output(output, _protected(args, db, config), force=force, previous=previous, command=command,
+                     kind=kind)
+    except OutputRefused as exc:
+        return exc.reason, exc.message
+    return None
 
 
 def _is_export(path: Path) -> bool:
@@ -286,17 +308,12 @@ def cmd_export(args: argparse.Namespace) -> int:
             return _error("write_failed", "cannot write the export to stdout: %s" % (exc.strerror or exc))
     else:
         output = Path(args.output)
+        problem = _target_problem(args, output, db, config, command="export-log", word="export", force=args.force,
+                                  previous=_is_export, kind="an earlier provenance log export")
+        if problem is not None:
+            return _error(*problem)
         # Through a symlink, replace the file it points to, not the link.
         target = Path(os.path.realpath(output))
-        if target.is_dir():
-            return _error("bad_path", "%s is a directory; give the export a file name" % output)
-        if target.exists() and os.path.samefile(target, db):
-            return _error("bad_path", "%s is the report store itself; export to another file" % output)
-        try:
-            check_output(output, _protected(args, db, config), force=args.force, previous=_is_export,
-                         command="export-log", kind="an earlier provenance log export")
-        except OutputRefused as exc:
-            return _error(exc.reason, exc.message)
         try:
             stream = _is_stream(output)  # a FIFO or device: spooled, as stdout
             with _output_stream(output, target) as fh:
