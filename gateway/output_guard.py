@@ -1,12 +1,17 @@
-"""Refusing an output file that would replace stored data (``export-log -o``, ``routes plan --out``).
+"""Refusing an output that would replace stored data (``export-log -o``, ``archive-log -o``, ``routes plan --out``,
+``gateway init --force``; ``backup DEST`` asks :meth:`GatewayFiles.which`).
 
 An output option names a file the command replaces. Before it does, :func:`check_output` refuses:
 
 * any of the gateway's own files (:class:`GatewayFiles`: the report store and its ``-wal``, ``-shm``,
-  ``-journal`` and ``.lock``, the registry's ``devices.sqlite`` and its journals, the keys directory and
-  everything in it, ``retention.json``, the config file, the admin token and the MQTT secrets), found by
-  path with symlinks resolved (a file not there yet, e.g. a ``-wal`` while no gateway runs, too) and by
-  identity (a hard link, a bind mount: the file's, its directory's); always, ``--force`` or not;
+  ``-journal`` and ``.lock``, the registry directory, its ``devices.sqlite`` and journals, the keys
+  directory and everything in it, the data directory, ``retention.json``, the config file, the admin token
+  and the MQTT secrets), found by path with symlinks resolved (a file not there yet, e.g. a ``-wal`` while
+  no gateway runs, too) and by identity (a hard link, a bind mount: the file's, its directory's); always,
+  ``--force`` or not;
+* the place of a directory the gateway keeps its files in, not made yet (``-o data/registry`` before the
+  registry exists; ``-o data`` before the data directory does): a file there would keep the gateway from
+  making it; always. An existing directory is left to the caller (it cannot be replaced by a file);
 * a file that starts with the SQLite header (a store, a registry, a backup copy of one), a write-ahead log
   or a rollback journal (by their magic numbers), and a file named as the ``-wal``, ``-shm``,
   ``-journal`` or ``.lock`` of an SQLite database beside it (a store the command was not told about);
@@ -57,11 +62,16 @@ class OutputRefused(Exception):
         self.reason = reason
 
 
+#: Said of a directory's place when a file is (or would be) there instead.
+_IN_ITS_PLACE = "anything else in its place would keep the gateway from making or using it"
+
+
 @dataclass(frozen=True)
 class _Entry:
     path: Path  # absolute, symlinks resolved
     what: str
     tree: bool = False  # a directory: everything under it is protected too
+    directory: bool = False  # a directory the gateway keeps files in (it may not be made yet)
 
 
 class GatewayFiles:
@@ -70,9 +80,14 @@ class GatewayFiles:
     def __init__(self) -> None:
         self._entries: list[_Entry] = []
 
-    def add(self, path: Path, what: str, *, tree: bool = False) -> None:
-        """Protect ``path`` (and, with ``tree``, everything under it), named ``what`` in messages."""
-        self._entries.append(_Entry(Path(os.path.realpath(path)), what, tree))
+    def add(self, path: Path, what: str, *, tree: bool = False, directory: bool = False) -> None:
+        """Protect ``path`` (and, with ``tree``, everything under it), named ``what`` in messages.
+
+        ``directory``: ``path`` is a directory the gateway keeps its files in, which a file must not take the
+        place of before it is made (the message then says so). The directories above any protected path are
+        refused as such places too (:meth:`which`), named by what they hold.
+        """
+        self._entries.append(_Entry(Path(os.path.realpath(path)), what, tree, directory or tree))
 
     def add_store(self, db: Path) -> None:
         """Protect the report store ``db`` and its SQLite and lock files (next to its name and to the file)."""
@@ -85,6 +100,7 @@ class GatewayFiles:
 
     def add_registry(self, registry_dir: Path) -> None:
         """Protect the device registry in ``registry_dir``: ``devices.sqlite``, its journals, the keys."""
+        self.add(registry_dir, "the device registry directory", directory=True)
         db = registry_dir / "devices.sqlite"
         self.add(db, "the device registry")
         for suffix in ("-journal", "-wal", "-shm"):
@@ -92,7 +108,9 @@ class GatewayFiles:
         self.add(registry_dir / "keys", "the device keys directory", tree=True)
 
     def add_data_dir(self, data_dir: Path) -> None:
-        """Protect the files the gateway keeps in its data directory besides the store and registry."""
+        """Protect the data directory itself and the files the gateway keeps there besides the store and
+        registry."""
+        self.add(data_dir, "the gateway's data directory", directory=True)
         self.add(data_dir / _RETENTION_FILE, "the gateway's retention settings (retention.json)")
         self.add(data_dir / _CONFIRM_FILE, "the gateway's retention confirmation")
 
@@ -122,10 +140,18 @@ class GatewayFiles:
         name (a hard link, a bind mount: same device and inode), a ``target`` whose directory is a protected
         file's directory reached by another path (its name then compared: a ``-wal`` not there yet), and one
         inside the keys directory reached by another path (a parent directory's identity).
+
+        A ``target`` that is not an existing directory is also refused where a directory above a protected
+        path belongs (by path, or by its name and its parent's identity), with a protected directory (the
+        registry's, the data directory) named as itself: a file there would keep the gateway from making it.
+        An existing directory is only refused as a protected entry itself (it cannot be replaced by a file).
         """
         real = Path(os.path.realpath(target))
+        is_dir = os.path.isdir(real)
         for e in self._entries:
-            if real == e.path or (e.tree and e.path in real.parents):
+            if real == e.path:
+                return _said(e, is_dir)
+            if e.tree and e.path in real.parents:
                 return e.what
         ident = _identity(real)
         parent = _identity(real.parent)
@@ -133,11 +159,15 @@ class GatewayFiles:
         for e in self._entries:
             e_ident = _identity(e.path)
             if ident is not None and e_ident == ident:
-                return e.what
+                return _said(e, is_dir)
             if parent is not None and e.path.name == real.name and _identity(e.path.parent) == parent:
-                return e.what
+                return _said(e, is_dir)
             if e.tree and e_ident is not None and e_ident in ancestors:
                 return e.what
+        if not is_dir:
+            above = self._above(real, parent)
+            if above is not None:
+                return above
         if ident is None:
             return None
         try:
@@ -152,6 +182,29 @@ class GatewayFiles:
                     if any(_identity(Path(root) / n) == ident for n in names):
                         return e.what
         return None
+
+    def _above(self, real: Path, parent: tuple[int, int] | None) -> str | None:
+        """What ``real`` (not a directory) is the place of, when a directory above a protected path belongs
+        there: by path, or (a bind mount of a directory above) by name and its parent's identity."""
+        for e in self._entries:
+            if real in e.path.parents:
+                return _above_said(e)
+        if parent is None:
+            return None
+        for e in self._entries:
+            if any(d.name == real.name and d.parent != d and _identity(d.parent) == parent for d in e.path.parents):
+                return _above_said(e)
+        return None
+
+
+def _said(e: _Entry, is_dir: bool) -> str:
+    """What a target that is the protected entry ``e`` is, for the message (a directory's place said so)."""
+    return e.what if not e.directory or is_dir else "%s (%s)" % (e.what, _IN_ITS_PLACE)
+
+
+def _above_said(e: _Entry) -> str:
+    """What the place of a directory above the protected entry ``e`` is, for the message."""
+    return "the place of a directory that holds %s (%s): %s" % (e.what, e.path, _IN_ITS_PLACE)
 
 
 _SIDE_NAMES = {"-wal": "write-ahead log", "-shm": "shared-memory index", "-journal": "rollback journal",

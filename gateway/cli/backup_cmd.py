@@ -28,6 +28,7 @@ from typing import Any, Callable
 from gateway.cli.common import EXIT_OK, add_config_arg, config_from, fail
 from gateway.config import GatewayConfig
 from gateway.errors import GatewayError
+from gateway.output_guard import GatewayFiles
 from gateway.pid_lock import LockHeld, take_pid_lock
 from gateway.storage.lock_holders import flock_pids
 from gateway.private_dirs import fsync_dir, mkdir_private
@@ -85,7 +86,8 @@ class BackupError(GatewayError):
     """A backup could not be made; nothing was left at DEST.
 
     Attributes:
-        reason: ``exists`` (DEST is not new), ``no_store`` / ``no_registry`` / ``missing`` (a source is
+        reason: ``exists`` (DEST is not new), ``gateway_file`` (DEST is, or is the place of, one of the
+            gateway's own files or directories), ``no_store`` / ``no_registry`` / ``missing`` (a source is
             absent), ``permission_denied``, ``disk_full``, ``read_failed``, ``write_failed``,
             ``copy_damaged`` (a copy failed its check), ``unfinished_write`` (a hot rollback journal),
             ``registry_wal`` (the registry is in WAL mode: its rows and key files cannot be read as of one moment).
@@ -184,6 +186,7 @@ def make_backup(config: GatewayConfig, dest: Path, *, progress_bytes: int = PROG
     """
     started = time.monotonic()
     dest = Path(os.path.abspath(dest))
+    _check_not_gateway_file(config, dest)
     _check_new(dest)
     check_no_restore_marker(config.data_dir)  # a restore cut off in its swap: a mix is no backup
     store, registry_db = config.storage.path, config.registry_dir / "devices.sqlite"
@@ -263,6 +266,18 @@ def _move_up(tmp: Path, dest: Path, moved: list[Path]) -> None:
         moved.append(dest / name)
     os.rmdir(tmp)
     fsync_dir(dest)
+
+
+def _check_not_gateway_file(config: GatewayConfig, dest: Path) -> None:
+    """Refuse a ``dest`` that is one of the gateway's own files or directories, or the place of one not made
+    yet (``gateway.output_guard``): an empty keys directory would be replaced by the backup, a directory made
+    at the store's ``-wal``, ``.lock`` or ``retention.json`` would keep the gateway from writing it."""
+    files = GatewayFiles()
+    files.add_config(config)
+    what = files.which(dest)
+    if what is not None:
+        raise BackupError("%s is %s; a backup is never written in place of the gateway's own files: give a new "
+                          "directory elsewhere" % (dest, what), reason="gateway_file", path=dest)
 
 
 def _check_new(dest: Path) -> None:
