@@ -147,6 +147,8 @@ def write_example(path: Path, *, force: bool = False, group: str | None = None) 
         raise ConfigError("%s already exists (use --force to overwrite)" % path, reason="bad_path", key="", path=path)
     if st is not None:
         _check_replaceable(path, st)
+    else:  # a new file, but perhaps where the gateway's registry or data directory belongs (not made yet)
+        _refuse_gateway_place(path, new=True)
     gid = None if group is None else _group_id(group, path)
     created = _missing_dirs(path.parent)
     try:
@@ -185,11 +187,7 @@ def _check_replaceable(path: Path, st: os.stat_result) -> None:
     if not stat.S_ISREG(st.st_mode):  # a FIFO would block the write until some program read it
         raise ConfigError("%s is %s, not a config file; %s" % (path, file_kind(st.st_mode), hint),
                           reason="bad_path", key="", path=path)
-    try:
-        check_output(path, _gateway_files(), force=True, previous=lambda _p: True, command="gateway init",
-                     kind="a config")
-    except OutputRefused as exc:
-        raise ConfigError(exc.message, reason=exc.reason, key="", path=path) from None
+    _refuse_gateway_place(path)
     if st.st_size == 0:
         return
     try:
@@ -205,6 +203,23 @@ def _check_replaceable(path: Path, st: os.stat_result) -> None:
     if doc and not any(name in _SECTIONS for name in doc):
         raise ConfigError("%s is a TOML file but not a gateway config (it has %s, none of a config's sections); %s"
                           % (path, ", ".join(sorted(doc)[:5]), hint), reason="not_config", key="", path=path)
+
+
+def _refuse_gateway_place(path: Path, *, new: bool = False) -> None:
+    """Refuse ``path`` if it is one of the gateway's own files or directories, or the place of one not
+    made yet (:func:`gateway.output_guard.check_output`), or a file of an SQLite database. For a ``new``
+    path, a parent that cannot be looked at is left to the directory creation, which names it.
+
+    Raises:
+        ConfigError: reason ``gateway_file`` or ``sqlite_file``, saying what the path is for.
+    """
+    try:
+        check_output(path, _gateway_files(), force=True, previous=lambda _p: True, command="gateway init",
+                     kind="a config")
+    except OutputRefused as exc:
+        if new and exc.reason == "bad_path":
+            return
+        raise ConfigError(exc.message, reason=exc.reason, key="", path=path) from None
 
 
 def _gateway_files() -> GatewayFiles:

@@ -122,3 +122,21 @@ def test_force_still_replaces_an_old_config_or_an_empty_file(tmp_path: Path,
         assert target.read_text() == EXAMPLE_CONFIG
     assert main(["gateway", "init", str(old)]) == 1  # without --force: any existing file, as before
     assert "already exists (use --force to overwrite)" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("place", ["registry", "registry/keys", "reports.sqlite", "retention.json"])
+def test_a_new_config_is_not_written_where_a_gateway_file_belongs(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], place: str) -> None:
+    """Before the gateway's first start nothing is there yet: ``init`` wrote a config file where the default
+    gateway's registry directory (or its store) belongs, and the gateway could then not make it."""
+    target = tmp_path / "xdg" / "civicedge" / "gateway" / place
+    assert main(["gateway", "init", str(target)]) == 1
+    out, err = capsys.readouterr()
+    assert out == "" and err.startswith("error (gateway_file): %s is " % target), err
+    assert not os.path.lexists(target)
+
+
+def test_a_new_config_beside_the_gateways_files_is_written(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    target = tmp_path / "xdg" / "civicedge" / "gateway" / "gateway.toml"
+    assert main(["gateway", "init", str(target)]) == 0
+    assert target.read_text(encoding="utf-8") == EXAMPLE_CONFIG
