@@ -19,6 +19,12 @@ from gateway.registry.records import _storage
 
 log = logging.getLogger("gateway.registry.devices")  # the registry's logger: operators filter on it
 
+#: Waited beyond a running gateway's batch wait (``[storage] batch_ms``) before a removal checks the store again:
+#: for the commit of a report the gateway accepted just before the row went (milliseconds on a healthy disk; a
+#: disk stalled longer is the limit docs/gateway.md names). The admin API's removal waits this
+#: (:meth:`gateway.web.source.RegistryAdmin.remove`); ``devices remove`` waits as much beyond the registry cache.
+SETTLE_MARGIN_S = 2.0
+
 
 def heard_from_error(device_id: str, found: Sequence[str], *, meanwhile: bool) -> RegistryError:
     """The refusal (``heard_from``) of removing a device the report store holds something of (in the

@@ -1,5 +1,5 @@
 """Admin endpoints behind the bearer token: devices (list, enroll, move, revoke, retire, reinstate, rotate key,
-highest stored seq), retention.
+remove, highest stored seq), retention.
 
 Every change leaves a WARNING audit line, and so does every refused write of a caller holding the token
 (:func:`_audited`); a caller without it is logged by :class:`gateway.web.auth.AdminToken`."""
@@ -278,6 +278,33 @@ async def enroll_device(request: web.Request) -> web.Response:
         _audit(request, "replaced the key of device %s (key version %s): the old key no longer works", device_id,
                result["key_version"])
     return json_response({"device": device_id, **result}, status=201 if result["result"] == "added" else 200)
+
+
+@ROUTES.delete("/api/admin/devices/{device_id}")
+@_audited
+async def remove_device(request: web.Request) -> web.Response:
+    """Delete a device registered by mistake and never heard from (a typo'd id, a board never installed): its
+    registry row, then its key file; the twin of ``civicedge gateway devices remove``. ``DELETE`` on the resource
+    that ``PUT`` creates: the registration goes, not a state of it (``/revoke``, ``/retire`` keep the row).
+
+    Only a device the report store holds nothing of (no report, ACK floor, replay protection or provenance
+    entry) is removed: 409 ``heard_from`` otherwise (retire or revoke it), 409 ``revoked`` for a revoked one
+    (its row keeps the id refused), 404 ``unknown_device``; nothing changes then. The writer may hold a report
+    of the device accepted just before the row went: the store is checked again after its batch wait and a
+    margin (on a worker thread; the answer takes about 2 s on a running gateway), and a report stored
+    meanwhile puts the registration back (409 ``heard_from``). 503 ``storage_partial`` when the row is gone but
+    the key file could not be deleted (the message names it). The key is never read into the answer nor a log.
+    """
+    _authorize(request)
+    ctx = ctx_of(request)
+    device_id = params.parse_device_id(request.match_info["device_id"], "device_id")
+    await require_no_body(request)  # 400 for any body: it takes none, and a removal is irreversible
+    admin = ctx.require_admin()
+    # Off the event loop: it checks the store, deletes, waits for the writer's commit and checks again.
+    result = dict(await asyncio.to_thread(admin.remove, device_id))
+    _audit(request, "removed device %s (%s, zone %s; never heard from: its registry row and key file are deleted, "
+           "its frames are refused as from an unknown device)", device_id, result["kind"], result["zone"])
+    return json_response({"device": device_id, "removed": True, **result})
 
 
 @ROUTES.get("/api/admin/devices/{device_id}/seq")

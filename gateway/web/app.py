@@ -405,6 +405,7 @@ def create_app(
     trusted_proxies: Iterable[str] = (),
     links_in_health_checks: bool = False,
     admin_networks: Iterable[str] = (),
+    store_batch_ms: int = 50,
 ) -> web.Application:
     """Build the web application over the gateway's storage read API and device registry.
 
@@ -438,6 +439,8 @@ def create_app(
         links_in_health_checks: ``health_checks`` report every link themselves (see :func:`build_app`).
         admin_networks: networks whose clients the admin throttle's global budget never refuses
             (``[http] admin_networks``).
+        store_batch_ms: the gateway's ``[storage] batch_ms`` (its writer commits what it accepted within it):
+            the admin API's device removal waits it, and a margin, before checking the store again.
 
     Returns:
         The aiohttp application; serve it with :func:`start_http`.
@@ -445,7 +448,11 @@ def create_app(
     from gateway.web.source import RegistryAdmin, StoreFleetSource
 
     fleet = StoreFleetSource(store=store, registry=registry, policy=policy, clock=clock, save_meta=save_meta)
-    admin = (RegistryAdmin(registry=registry, policy=policy, retention=retention)
+    # The store's file, which a device removal checks (a store object without one: removal answers 503 no_store).
+    store_path = getattr(store, "db_path", None)
+    admin = (RegistryAdmin(registry=registry, policy=policy, retention=retention,
+                           store_path=Path(store_path) if store_path is not None else None,
+                           store_batch_ms=store_batch_ms)
              if registry is not None else None)
     app = build_app(
         fleet=fleet, admin=admin, policy=policy, metrics_registry=metrics_registry,

@@ -279,7 +279,29 @@ def _document(policy: Mapping[str, Any]) -> dict[str, Any]:
                           "408": _err("body not received in time"),
                           "409": _err("registered with another key (without replace, or not the one "
                                       "expect_key_sha256 names: `conflict`), elsewhere, revoked or retired"),
-                          "413": _err("body too large"), "503": _err("no registry attached")}}},
+                          "413": _err("body too large"), "503": _err("no registry attached")}},
+            "delete": {
+                "summary": "Remove a device registered by mistake and never heard from: its registry row and key "
+                           "file",
+                "description": "Only a device the report store holds nothing of (no report, ACK floor, replay "
+                               "protection or provenance entry); one heard from is 409 `heard_from` (retire or "
+                               "revoke it), a revoked one 409 `revoked`, and nothing changes. On a running gateway "
+                               "the store is checked again after the writer's batch wait and 2 s (the answer "
+                               "takes that long): a report stored meanwhile puts the registration back (409 "
+                               "`heard_from`). Its frames are then refused as from an unknown device; `PUT` "
+                               "registers the id again.",
+                "tags": ["admin"], "security": _ADMIN, "parameters": [_DEVICE],
+                "responses": {"200": _ok("removed", schema={
+                    "type": "object", "required": ["device", "removed", "kind", "zone"],
+                    "properties": {"device": {"type": "string"}, "removed": {"type": "boolean", "enum": [True]},
+                                   "kind": {"type": "string"}, "zone": {"type": "string"}}}),
+                              "400": _BAD, "401": _AUTH, "429": _THROTTLED, "404": _err("unknown device"),
+                              "409": _err("heard from (`heard_from`: the store holds rows of it) or revoked "
+                                          "(`revoked`)"),
+                              "503": _err("no registry or store attached (`no_registry`, `no_store`), the store "
+                                          "could not be read (`backend_unavailable`), the registry failed "
+                                          "(`registry`), or the row is gone but its key file is not "
+                                          "(`storage_partial`: the message names it)")}}},
         "/api/admin/devices/{device_id}/move": {"post": {
             "summary": "Correct or change a device's location (and zone); never its key",
             "description": "The explicit move that `PUT` refuses (409 `moved`). Only the registry row changes: "

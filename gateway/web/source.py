@@ -22,11 +22,15 @@ import difflib
 import functools
 import threading
 import time
+from pathlib import Path
 from typing import Any, Awaitable, Callable, Mapping, Sequence
 
 from gateway.errors import RegistryError, StorageError
 from gateway.health import Problem
+from gateway.registry.removal import SETTLE_MARGIN_S
+from gateway.storage.device_traces import device_traces
 from gateway.storage.queries import ReportQueries
+from gateway.storage.store_files import store_writer
 from gateway.web import range_stamps
 from gateway.web.errors import BadParameter, Conflict, NotFound, Unavailable
 from gateway.web.published_marks import REPEATS, PublishedMarks
@@ -449,16 +453,24 @@ class RegistryAdmin:
     """Admin operations on ``gateway.registry.Registry`` and :class:`RetentionSettings`.
 
     Args:
-        registry: the device registry.
+        registry: the device registry: the instance the gateway's verifier reads (a change through it
+            empties the verifier's cache at once, which :meth:`remove` relies on).
         policy: the privacy policy (retention maxima).
         retention: retention settings shared with the gateway's retention task; a private
             in-memory one when None.
+        store_path: the report store of the gateway the registry serves, which :meth:`remove` checks for
+            anything of the device; None: removal answers 503 ``no_store``.
+        store_batch_ms: the gateway's ``[storage] batch_ms``: how long its writer may hold an accepted report
+            before the commit, waited (with a margin) before :meth:`remove` checks the store again.
     """
 
     def __init__(self, *, registry: Any, policy: Mapping[str, Any],
-                 retention: RetentionSettings | None = None) -> None:
+                 retention: RetentionSettings | None = None, store_path: Path | None = None,
+                 store_batch_ms: int = 50) -> None:
         self._registry = registry
         self._retention = retention if retention is not None else RetentionSettings(policy)
+        self._store_path = store_path
+        self._store_batch_ms = store_batch_ms
         # Writes run on worker threads (off the event loop); one at a time, so two requests for one
         # device cannot interleave a check with the other's write.
         self._writes = threading.Lock()
@@ -564,6 +576,50 @@ class RegistryAdmin:
             raise Unavailable(f"registry error ({reason})", code="registry") from None
         return {"result": "moved" if changed else "unchanged", "zone": rec.zone, "lat": rec.lat, "lon": rec.lon,
                 "was": {"zone": before.zone, "lat": before.lat, "lon": before.lon}}
+
+    def removal_settle_s(self) -> float:
+        """How long :meth:`remove` waits after deleting the row before it checks the store again, while a
+        gateway writes the store: the writer's batch wait (``batch_ms``, 50 ms at least as the CLI counts it)
+        and :data:`gateway.registry.removal.SETTLE_MARGIN_S`. No wait for the registry cache: the gateway's
+        verifier reads this registry instance, whose change empties its cache at once."""
+        return max(self._store_batch_ms, 50) / 1000 + SETTLE_MARGIN_S
+
+    def remove(self, device_id: str) -> Mapping[str, str]:
+        """Delete a device never heard from (its registry row, then its key file) and return its ``kind`` and
+        ``zone``; blocking (it waits :meth:`removal_settle_s` while a gateway writes the store): call it on a
+        worker thread. One admin write at a time, the others wait.
+
+        Raises:
+            NotFound: ``unknown_device``.
+            Conflict: ``heard_from`` (the store holds rows of it, also when stored during the removal: its
+                registration is put back), ``revoked``; nothing changed.
+            Unavailable: ``no_store`` (no report store attached to check), ``backend_unavailable`` (the store
+                could not be read; nothing changed), ``storage_partial`` (the row is gone, its key file is not,
+                or a device heard from meanwhile could not be put back: the message says what to do),
+                ``registry`` (the registry's own storage failed; nothing changed).
+        """
+        store = self._store_path
+        if store is None:
+            raise Unavailable(f"device '{device_id}' is not removed: no report store is attached to check that "
+                              "it holds nothing of it", code="no_store")
+        try:
+            with self._writes:
+                settle_s = self.removal_settle_s() if store_writer(store) is not None else 0.0
+                rec = self._registry.remove(device_id, traces=functools.partial(device_traces, store),
+                                            settle_s=settle_s)
+        except RegistryError as exc:
+            reason = exc.reason or "registry"
+            if reason == "unknown_device":
+                raise NotFound(f"no device '{device_id}'", code="unknown_device", param="device_id") from None
+            if reason in ("heard_from", "revoked"):
+                raise Conflict(str(exc), code=reason, param="device_id") from None
+            if reason == "storage_partial":  # says what was done and what is left to do by hand
+                raise Unavailable(str(exc), code=reason) from None
+            raise Unavailable(f"registry error ({reason})", code="registry") from None
+        except StorageError as exc:
+            raise Unavailable(f"device '{device_id}' is not removed: the report store could not be read to check "
+                              f"what it holds of it ({exc.reason})", code="backend_unavailable") from None
+        return {"kind": str(rec.kind), "zone": str(rec.zone)}
 
     def retention(self) -> Mapping[str, Mapping[str, int]]:
         """Effective retention ``kind -> field -> days``."""

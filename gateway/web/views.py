@@ -228,6 +228,15 @@ class FleetAdmin(Protocol):
         Conflict ``not_retired`` or ``revoked`` (param ``device_id``)."""
         ...
 
+    def remove(self, device_id: str) -> Mapping[str, str]:
+        """Delete a device registered by mistake and never heard from (the report store holds nothing of it):
+        its registry row, then its key file; return its ``kind`` and ``zone``. Blocking (it waits for the
+        gateway's writer to commit what it accepted before the row went, then checks again): call it on a
+        worker thread. Raises NotFound ``unknown_device``, Conflict ``heard_from`` or ``revoked`` (param
+        ``device_id``; nothing changed), Unavailable ``no_store``, ``backend_unavailable``, ``storage_partial``
+        or ``registry``."""
+        ...
+
     def rotate_key(self, device_id: str) -> Mapping[str, Any]:
         """Generate a new key; return where it was written (never the key itself). Raises NotFound
         ``unknown_device`` (param ``device_id``) for a device not registered."""
