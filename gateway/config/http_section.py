@@ -11,7 +11,7 @@ from gateway.config.model import HttpConfig
 from gateway.config.secret_files import read_owner_only
 from gateway.config.section import Section, is_host
 from gateway.config.token_strength import token_weakness
-from gateway.web.proxies import NotANetwork, network_of, parse_network
+from gateway.web.proxies import NotANetwork, admin_network_problem, network_of, parse_network
 
 MIN_TOKEN_LEN = 16
 MIN_TOKEN_DISTINCT = 4  # fewer distinct characters in the admin token is a placeholder (see token_placeholder)
@@ -123,7 +123,8 @@ def _network_list(sec: Section, key: str, parse: Callable[[int, str], str]) -> t
 
 
 def _parse_trusted_proxies(sec: Section) -> tuple[str, ...]:
-    """``http.trusted_proxies``: addresses or networks of reverse proxies whose X-Forwarded-For is believed."""
+    """``http.trusted_proxies``: addresses or networks of reverse proxies whose X-Forwarded-For is believed, as
+    gateway.web.proxies.parse_network reads and refuses them (link-local ones and zone ids included)."""
 
     def parse(i: int, item: str) -> str:
         try:
@@ -136,7 +137,8 @@ def _parse_trusted_proxies(sec: Section) -> tuple[str, ...]:
 
 def _parse_admin_networks(sec: Section) -> tuple[str, ...]:
     """``http.admin_networks``: networks (CIDR, or one address) whose clients the admin throttle's global budget
-    never refuses (their own wrong tokens still pause them: gateway.web.admin_throttle)."""
+    never refuses (their own wrong tokens still pause them: gateway.web.admin_throttle); every address, a
+    link-local network and one with an IPv6 zone id are refused (gateway.web.proxies.admin_network_problem)."""
 
     def parse(i: int, item: str) -> str:
         try:
@@ -146,10 +148,10 @@ def _parse_admin_networks(sec: Section) -> tuple[str, ...]:
             raise sec.error("http.admin_networks", "http.admin_networks[%d] = %r is not a network%s; write one as"
                             " CIDR, e.g. \"10.20.0.0/24\" or \"2001:db8:5::/48\"" % (i, item, hint),
                             "bad_value") from None
-        if network.prefixlen == 0:
-            raise sec.error("http.admin_networks", "http.admin_networks[%d] = %r is every address: no client"
-                            " would be held to the global cap of wrong admin tokens; list the operators'"
-                            " networks only" % (i, item), "bad_value")
+        problem = admin_network_problem(network)
+        if problem is not None:
+            raise sec.error("http.admin_networks", "http.admin_networks[%d] = %r %s" % (i, item, problem),
+                            "bad_value")
         return str(network)
 
     return _network_list(sec, "admin_networks", parse)

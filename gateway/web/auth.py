@@ -22,7 +22,7 @@ from gateway.web.admin_throttle import GLOBAL_WRONG_PER_S, SCOPES, AdminThrottle
 from gateway.web.errors import Unauthorized, Unavailable, WebError
 from gateway.web.forwarded import TRUSTED_PROXIES_KEY, VIA_PROXY, client_label
 from gateway.web.logsafe import shown_path
-from gateway.web.proxies import IpNetwork, client_address, network_of
+from gateway.web.proxies import LINK_LOCAL, IpNetwork, admin_network_problem, client_address, network_of
 
 logger = logging.getLogger(__name__)
 
@@ -80,8 +80,8 @@ def _client_address(request: web.Request) -> ipaddress.IPv4Address | ipaddress.I
     trusted_proxies``, the address the proxy names; also before that middleware ran, as for ``Expect:
     100-continue``), read by :func:`gateway.web.proxies.client_address` as every per-client rule reads it:
     an IPv4-mapped IPv6 one as its IPv4 address, a socket peer's IPv6 zone id dropped (``fe80::1%eth0`` is
-    ``fe80::1``: one machine, one throttle key, matched by ``[http] admin_networks`` either way); the text
-    when it is no address."""
+    ``fe80::1``: CPython names a peer without it, so keeping one a transport gave would make one machine two
+    throttle keys); the text when it is no address."""
     remote = request.remote
     proxies = request.app.get(TRUSTED_PROXIES_KEY) if request.get(VIA_PROXY) is None else None
     if proxies is not None:
@@ -91,26 +91,53 @@ def _client_address(request: web.Request) -> ipaddress.IPv4Address | ipaddress.I
     return address if address is not None else remote or "unknown address"
 
 
+def _link_local(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> IpNetwork | None:
+    """The link-local range (gateway.web.proxies.LINK_LOCAL) ``address`` is in, or None."""
+    return next((n for n in LINK_LOCAL if n.version == address.version and address in n), None)
+
+
 def throttle_client(request: web.Request) -> str:
     """The key :class:`AdminThrottle` counts ``request``'s wrong tokens under: its client's address
-    (:func:`_client_address`), an IPv6 address by its /64 (one machine is usually given a whole /64 to pick
-    addresses from, SLAAC privacy addresses changing daily: keyed by /128 a guesser would be a new client at
-    every guess)."""
+    (:func:`_client_address`), a global or unique-local IPv6 address by its /64 (one machine is usually
+    given a whole /64 to pick addresses from, SLAAC privacy addresses changing daily: keyed by /128 a
+    guesser would be a new client at every guess). A link-local IPv6 address is keyed by itself: every
+    link-local host on every link is in ``fe80::/64``, so by /64 one host's wrong tokens would pause them
+    all, and its address stays the same (made from its interface, not a temporary privacy address). A host that
+    takes fresh link-local addresses to guess is held by the global cap and by its network's share
+    (:func:`throttle_network`: all link-local addresses are one network)."""
     address = _client_address(request)
-    if isinstance(address, ipaddress.IPv6Address):
+    if isinstance(address, ipaddress.IPv6Address) and _link_local(address) is None:
         return str(ipaddress.IPv6Network((address, 64), strict=False))
     return str(address)
 
 
+def _admin_network(entry: str | IpNetwork) -> IpNetwork:
+    """One ``admin_networks`` entry of :class:`AdminToken`, checked as ``[http] admin_networks`` is.
+
+    Raises:
+        ValueError: no network, or one gateway.web.proxies.admin_network_problem refuses.
+    """
+    network = network_of(entry) if isinstance(entry, str) else entry
+    problem = admin_network_problem(network)
+    if problem is not None:
+        raise ValueError("admin network %r %s" % (str(entry), problem))
+    return network
+
+
 def throttle_network(request: web.Request) -> str:
     """The coarse network of ``request``'s client (IPv4 /24, IPv6 /48) that the throttle's reserve for quiet
-    networks is kept by (gateway.web.admin_throttle): one source network cannot take it all."""
+    networks is kept by (gateway.web.admin_throttle): one source network cannot take it all. A link-local
+    client's is its whole range (``fe80::/10``, ``169.254.0.0/16``): a link-local host picks its own
+    address anywhere in it, so by /48 or /24 one host could seem to come from many quiet networks."""
     address = _client_address(request)
+    if isinstance(address, str):
+        return address
+    local = _link_local(address)
+    if local is not None:
+        return str(local)
     if isinstance(address, ipaddress.IPv4Address):
         return str(ipaddress.IPv4Network((address, V4_NETWORK_BITS), strict=False))
-    if isinstance(address, ipaddress.IPv6Address):
-        return str(ipaddress.IPv6Network((address, V6_NETWORK_BITS), strict=False))
-    return address
+    return str(ipaddress.IPv6Network((address, V6_NETWORK_BITS), strict=False))
 
 
 # The throttle counter of each metrics registry (one per gateway; several apps may share one).
@@ -198,13 +225,14 @@ class AdminToken:
 
     Raises:
         ValueError: the token is shorter than 16 characters, a placeholder (fewer than 4 distinct
-            characters, or a unit of at most 4 repeated) or easy to guess (:func:`token_problem`).
+            characters, or a unit of at most 4 repeated) or easy to guess (:func:`token_problem`); an
+            ``admin_networks`` entry the config refuses (no network, every address, link-local, a zone id:
+            gateway.web.proxies.admin_network_problem).
     """
 
     def __init__(self, token: str | None, clock: Callable[[], float] = time.monotonic, *,
                  path: Path | None = None, admin_networks: Iterable[str | IpNetwork] = ()) -> None:
-        self._admin_networks = tuple(n if not isinstance(n, str) else network_of(n)
-                                     for n in admin_networks)
+        self._admin_networks = tuple(_admin_network(n) for n in admin_networks)
         if token is not None:
             problem = token_problem(token)
             if problem is not None:

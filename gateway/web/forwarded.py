@@ -10,9 +10,10 @@ nearest proxy appended) and the first address that is not itself a trusted proxy
 client outside the listed addresses cannot pass itself off as another by sending its own
 ``X-Forwarded-For``, since its entries are left of the one its proxy appended (anything connecting from
 a listed address is believed: list proxies, not networks of clients). A request from an address not listed keeps that address, header or
-not. A socket peer's IPv6 zone id (``fe80::1%eth0``: the gateway's interface, not the client) is dropped
-from ``request.remote`` whether or not a proxy is listed, and an entry of the header with one is no
-address (gateway.web.proxies.client_address). ``X-Forwarded-Host`` and ``-Proto`` are not used: the
+not. A socket peer's IPv6 zone id (``fe80::1%eth0``) is dropped from ``request.remote`` whether or not a
+proxy is listed, and an entry of the header with one is no address (gateway.web.proxies.client_address).
+No listed proxy is link-local: such an address names a host only per link, and the gateway is not told
+the link (gateway.web.proxies.link_local_problem). ``X-Forwarded-Host`` and ``-Proto`` are not used: the
 ``Host`` check (gateway.web.hosts) and the links the pages build do not depend on them.
 
 aiohttp-remotes' ``XForwardedStrict`` does the same walk but refuses (400) every request from an
