@@ -7,16 +7,17 @@ whatever its token, so a guess sent meanwhile learns nothing (were a right token
 429 would say "wrong" as well as a 401 does, and the throttle would not slow guessing at all).
 
 * **Per client** (its address, behind a proxy of ``[http] trusted_proxies`` the one the proxy names; an
-  IPv6 client by its /64, the block one machine is usually given): :data:`FREE_WRONG_TOKENS` wrong tokens
+  IPv6 client by its /64, the block one machine is usually given, a link-local one by its own address, as
+  every link-local host is in fe80::/64): :data:`FREE_WRONG_TOKENS` wrong tokens
   are answered 401 as before; the last of them starts a pause of :data:`FIRST_PAUSE_S`, and each wrong token
   after a pause starts one twice as long, up to :data:`MAX_PAUSE_S`. A guesser at one address then gets
   one guess a minute. A right token ends it for that client; a client that sent no wrong token for
   :data:`FORGET_AFTER_S` starts afresh.
 * **All clients** (guessing from many addresses): at most :data:`GLOBAL_WRONG_PER_S` wrong tokens a
   second (bursts of :data:`GLOBAL_BURST`) are compared. Of these, :data:`RESERVE_PER_S` (bursts of
-  :data:`RESERVE_BURST`) are kept for *quiet networks*: a client's coarse network (IPv4 /24, IPv6 /48, as
-  gateway.web.auth names it) from which no wrong token was compared for :data:`QUIET_AFTER_S`. Beyond that,
-  a call is answered 429 without its token being compared, **except** from a client that presented the
+  :data:`RESERVE_BURST`) are kept for *quiet networks*: a client's coarse network (IPv4 /24, IPv6 /48, a
+  link-local client's whole link-local range, as gateway.web.auth names it) from which no wrong token was
+  compared for :data:`QUIET_AFTER_S`. Beyond that, a call is answered 429 without its token being compared, **except** from a client that presented the
   right token within :data:`KNOWN_GOOD_S` and since the token last changed
   (:meth:`AdminThrottle.forget_known_good`), or one exempt (``[http] admin_networks``): the operator's own
   machine keeps working while someone guesses from elsewhere (its wrong tokens still count, and its own
