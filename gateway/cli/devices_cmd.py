@@ -8,14 +8,18 @@ import json
 import re
 import shlex
 import sys
+import time
 from pathlib import Path
+from typing import Callable
 
 from rich.cells import cell_len
 
 from gateway.cli.common import EXIT_OK, add_config_arg, config_from, fail
-from gateway.errors import GatewayError, RegistryError, StorageError
+from gateway.cli.restore_swap import Interrupted, interruptible
+from gateway.errors import GatewayError, RegistryError
 from gateway.pipeline.verify import REGISTRY_CACHE_S
 from gateway.registry import DeviceRecord, Registry, key_fingerprint, read_key_file
+from gateway.registry.removal import SETTLE_MARGIN_S
 from gateway.storage.device_traces import device_traces
 from gateway.storage.store_files import store_writer
 from gateway.web.revocation import REINSTATED_OPEN_DATA, RETIRED_OPEN_DATA, REVOKED_OPEN_DATA
@@ -49,7 +53,8 @@ def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None
     common.add_argument("--registry", type=Path, metavar="DIR", default=argparse.SUPPRESS,
                         help="registry directory (default: the config's [registry] path)")
     dsub = devices.add_subparsers(dest="devices_command", metavar="ACTION", required=True)
-    add = dsub.add_parser("add", parents=[common], help="register a device; the key is generated unless --key-file is given",
+    add = dsub.add_parser("add", parents=[common],
+                          help="register a device; the key is generated unless --key-file is given",
                           description="Register a device. Its key is generated (or read from --key-file) and stored "
                                       "0600 in the registry's keys/ directory; it is never printed.")
     add.add_argument("--id", required=True, dest="device_id", metavar="ID", help="device id, as the firmware sends it")
@@ -95,15 +100,20 @@ def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None
         "remove", parents=[common],
         help="delete a device that was never heard from (a typo'd id, a board never installed) and its key file",
         description="Delete a device registered by mistake and never heard from (a typo'd id, a board never "
-                    "installed): its registry row and key file. Only a device the report store holds nothing of (no report, ACK floor, "
-                    "replay protection or provenance entry) is removed; for one that was heard from use retire "
-                    "(its board left this gateway) or revoke (its key is compromised), which keep its reports. "
-                    "Safe beside a running gateway: the store is checked again after the gateway stopped "
-                    "accepting the device's frames, and a device heard from meanwhile is put back.")
+                    "installed): its registry row and key file. Only a device the report store holds nothing of "
+                    "(no report, ACK floor, replay protection or provenance entry) is removed; for one that was "
+                    "heard from use retire (its board left this gateway) or revoke (its key is compromised), which "
+                    "keep its reports. Safe beside a running gateway: the device is retired while the command "
+                    "waits for the gateway to commit what it accepted, the store is checked again, and a device "
+                    "heard from meanwhile is put back as it was. Cut off during that wait, it stays retired: "
+                    "run remove again, or reinstate it.")
     remove.add_argument("device_id", metavar="ID", help="device id (as in devices list)")
     remove.add_argument("--store", type=Path, metavar="PATH",
                         help="the report store checked for the device (default: the config's [storage] path; "
-                             "required with --registry and no --config)")
+                             "required with --registry and no --config); it must be a report store")
+    remove.add_argument("--no-store-yet", action="store_true",
+                        help="the gateway never ran: no store file at that path counts as nothing stored (without "
+                             "it a missing store is refused: a wrong path must not pass for an empty store)")
     remove.set_defaults(func=cmd_remove)
 
 
@@ -118,7 +128,8 @@ def _registry(args: argparse.Namespace, *, create: bool = False, read_only: bool
 
 def _as_dict(rec: DeviceRecord) -> dict[str, object]:
     return {"id": rec.id, "kind": rec.kind, "zone": rec.zone, "lat": rec.lat, "lon": rec.lon,
-            "revoked": rec.revoked, "retired": rec.retired, "key_version": rec.key_version, "key_file": str(rec.key_path)}
+            "revoked": rec.revoked, "retired": rec.retired, "key_version": rec.key_version,
+            "key_file": str(rec.key_path)}
 
 
 def parse_location(text: str) -> tuple[str, str]:
@@ -317,59 +328,77 @@ def cmd_rotate(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-#: Waited beyond the gateway's registry cache and its batch wait before the store is checked again, for a commit
-#: of what a running gateway accepted just before the removal (a commit takes milliseconds on a healthy disk).
-REMOVE_SETTLE_MARGIN_S = 2.0
+#: The largest ``[storage] batch_ms`` a config may set (gateway.config.loader): what a running gateway may wait
+#: before committing what it accepted, assumed when its config is not given (``--registry ... --store``).
+BATCH_MS_MAX = 10_000
 
 
-def _removal_store(args: argparse.Namespace) -> tuple[Path, float]:
-    """The report store ``remove`` checks, and how long to wait before its second check (0 when no gateway
-    writes it).
+def _removal_store(args: argparse.Namespace) -> tuple[Path, int]:
+    """The report store ``remove`` checks, and the ``[storage] batch_ms`` of the gateway writing it: its
+    config's whenever ``--config`` is given (also with ``--store``), else the largest a config may set.
 
     Raises:
         RegistryError: ``bad_value``: ``--registry`` without ``--store`` or ``--config`` (which store serves
-            that registry is not known), or with a ``--config`` whose registry is another one.
-        StorageError: ``no_store``: ``--store`` names no file (a mistyped path must not pass for an empty store).
+            that registry is not known), or with a ``--config`` whose registry is another one and no ``--store``.
         ConfigError: the config is invalid.
     """
-    batch_ms = 0
+    if args.registry is not None and args.config is None:
+        if args.store is None:
+            raise RegistryError("devices remove checks the report store for anything of device %s before removing "
+                                "it: with --registry, name the store of the gateway that registry serves (--store "
+                                "PATH, by default <data_dir>/reports.sqlite) or its config (--config PATH)"
+                                % args.device_id, reason="bad_value", device_id=args.device_id)
+        return Path(args.store), BATCH_MS_MAX
+    config = config_from(args)
     if args.store is not None:
-        store = Path(args.store)
-        if not store.is_file():
-            raise StorageError("no report store at %s (--store must name the store of the gateway this registry "
-                               "serves)" % store, reason="no_store")
-    elif args.registry is not None and args.config is None:
-        raise RegistryError("devices remove checks the report store for anything of device %s before removing it: "
-                            "with --registry, name the store of the gateway that registry serves (--store PATH, by "
-                            "default <data_dir>/reports.sqlite) or its config (--config PATH)" % args.device_id,
-                            reason="bad_value", device_id=args.device_id)
-    else:
-        config = config_from(args)
-        if args.registry is not None and Path(args.registry).resolve() != config.registry_dir.resolve():
-            raise RegistryError("--registry %s is not the registry of the config %s (%s): give --store PATH, the "
-                                "report store of the gateway that registry serves"
-                                % (args.registry, args.config, config.registry_dir), reason="bad_value",
-                                device_id=args.device_id)
-        store, batch_ms = config.storage.path, config.storage.batch_ms
-    if store_writer(store) is None:
-        return store, 0.0
-    return store, REGISTRY_CACHE_S + max(batch_ms, 50) / 1000 + REMOVE_SETTLE_MARGIN_S
+        return Path(args.store), config.storage.batch_ms
+    if args.registry is not None and Path(args.registry).resolve() != config.registry_dir.resolve():
+        raise RegistryError("--registry %s is not the registry of the config %s (%s): give --store PATH, the "
+                            "report store of the gateway that registry serves"
+                            % (args.registry, args.config, config.registry_dir), reason="bad_value",
+                            device_id=args.device_id)
+    return config.storage.path, config.storage.batch_ms
+
+
+def _interruptible_sleep(seconds: float, announce: Callable[[], None]) -> None:
+    """``announce`` the wait, then sleep ``seconds``; SIGTERM and SIGHUP meanwhile (from the announcement on: a
+    caller that saw it may signal at once) raise :class:`gateway.cli.restore_swap.Interrupted` (as Ctrl-C
+    raises KeyboardInterrupt), so the removal puts the device back before the command ends."""
+    with interruptible():
+        announce()
+        time.sleep(seconds)
 
 
 def cmd_remove(args: argparse.Namespace) -> int:
-    """Remove a device the report store holds nothing of: its registry row, then its key file. One heard from is
+    """Remove a device the report store holds nothing of: its registry row and key file. One heard from is
     refused (``heard_from``), pointing to retire and revoke."""
     try:
-        store, settle_s = _removal_store(args)
-        reg = _registry(args)
-        if settle_s:
-            print("a gateway is running on %s: waiting %.1f s after the removal for frames it accepted just before, "
-                  "then checking the store again" % (store, settle_s), file=sys.stderr)
-        rec = reg.remove(args.device_id, traces=lambda device: device_traces(store, device), settle_s=settle_s)
+        reg = _registry(args)  # first: a registry that is not there is no_registry, whatever else is missing
+        store, batch_ms = _removal_store(args)
+
+        def settle_s() -> float:
+            # Asked once the device is retired: a gateway started since the first check is waited for too.
+            if store_writer(store) is None:
+                return 0.0
+            return REGISTRY_CACHE_S + max(batch_ms, 50) / 1000 + SETTLE_MARGIN_S
+
+        def wait(seconds: float) -> None:
+            _interruptible_sleep(seconds, lambda: print(
+                "a gateway is running on %s: device %s is retired while it is being removed; waiting %.1f s (its "
+                "registry cache, batch_ms %d and a margin) for frames it accepted just before, then checking the "
+                "store again" % (store, args.device_id, seconds, batch_ms), file=sys.stderr, flush=True))
+
+        rec = reg.remove(args.device_id, traces=lambda device: device_traces(store, device,
+                                                                             absent_ok=args.no_store_yet),
+                         settle_s=settle_s, wait=wait)
+    except Interrupted as exc:
+        return fail(RegistryError("removal of device %s interrupted (%s) during its wait: nothing is removed, and "
+                                  "the device is put back as it was (an ERROR line above says if that failed)"
+                                  % (args.device_id, exc), reason="interrupted", device_id=args.device_id))
     except GatewayError as exc:
         return fail(exc)
     held = ("the report store %s holds nothing of it" % store if store.is_file()
-            else "there is no report store at %s yet" % store)
+            else "there is no report store at %s yet (--no-store-yet)" % store)
     print("removed %s (%s, zone %s): its registry row and key file are deleted; %s; its frames are refused as from "
           "an unknown device, and `civicedge gateway devices add --id %s ...` registers the id again"
           % (rec.id, rec.kind, rec.zone, held, rec.id))

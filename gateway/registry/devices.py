@@ -10,7 +10,8 @@ Other tools (provisioning, the web admin API) use this class directly::
 
 The parts the class is built on live beside it: key files in :mod:`gateway.registry.key_files`, the
 database's table and errors in :mod:`gateway.registry.records`, value checks in
-:mod:`gateway.registry.values`, the steps of a removal in :mod:`gateway.registry.removal`. Their names stay importable from here, where other code imported them.
+:mod:`gateway.registry.values`, the steps of a removal in :mod:`gateway.registry.removal`. Their names stay
+importable from here, where other code imported them.
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ from gateway.registry.values import same_decimal as same_decimal, same_place as 
 from gateway.registry.values import unsigned_zero as unsigned_zero, validate_device as validate_device
 from gateway.registry.key_files import (_SECURED_WARNINGS, _check_key, _key_file_problem, _key_mode_problem,
                                         _secure_key_file_outcome)
-from gateway.registry.removal import delete_key_file, heard_from_error, put_back
+from gateway.registry.removal import cli_advice, delete_device, heard_from_error, mark_removing, put_back
 from gateway.registry.records import _READ_ONLY, _SCHEMA, _check_place_of, _disk_hint, _locked, _read_only, _storage
 from gateway.registry.values import _validate_device
 from gateway.registry.zones import normalize_zone
@@ -626,29 +627,35 @@ class Registry:
         log.info("reinstated device %s", device_id)
         return self.get(device_id)
 
-    def remove(self, device_id: str, *, traces: Callable[[str], Sequence[str]], settle_s: float = 0.0) -> DeviceRecord:
+    def remove(self, device_id: str, *, traces: Callable[[str], Sequence[str]],
+               settle_s: float | Callable[[], float] = 0.0, wait: Callable[[float], None] = time.sleep,
+               advice: Callable[[str], str] = cli_advice) -> DeviceRecord:
         """Take a device that was never heard from out of the registry (a typo'd id, a board never
-        installed) and delete its key file; return the record it had.
+        installed) with its key file; return the record it had.
 
         ``traces(device_id)`` names what the report store holds of the device (its tables, e.g.
         :func:`gateway.storage.device_traces.device_traces`); anything there refuses the removal
-        (``heard_from``): its reports and replay protection stay with a registered id (retire or revoke it).
+        (``heard_from``, with ``advice``: retire or revoke it): its reports and replay protection stay with a
+        registered id.
 
-        The order is what keeps it safe beside a running gateway, which may still accept a frame of the
-        device that it checked against the registry before the row went: the store is checked, the row
-        deleted (committed, durable), ``settle_s`` waited (the gateway's registry cache and a commit of
-        what it accepted meanwhile), and the store checked again. Found then, the row is put back as it was
-        (the key file was never touched) and the removal refused. Only after that is the key file deleted,
-        under the registry's write lock and only while the id is still absent (a device registered again
-        meanwhile keeps the key file it wrote).
+        The order is what keeps it safe beside a running gateway, which may still commit a frame of the device
+        that it accepted before: the store is checked, the device retired (committed: from then on a gateway
+        refuses its frames, within its registry cache), ``settle_s`` waited through ``wait`` (the gateway's
+        registry cache and a commit of what it accepted meanwhile; a callable is asked after the device is
+        retired, so a gateway started in between is waited for), and the store checked again. Found then, or
+        stopped by anything (an error, Ctrl-C, a signal that ``wait`` turns into an exception), the device's
+        flag is put back as it was. Only after that are the row and the key file deleted, together, under the
+        registry's write lock (:func:`gateway.registry.removal.delete_device`). The row is never gone before
+        the end: a removal killed meanwhile leaves the device registered and retired, with its key file.
 
         Raises:
             RegistryError: ``unknown_device``; ``revoked`` (a revoked id stays revoked: its row is what refuses
-                the id for good); ``heard_from`` (the store holds something of it); ``storage`` (SQLite error);
-                nothing changed for any of these (a row already deleted is put back). ``storage_partial``: the
-                row is gone but the key file could not be deleted, or the device was heard from meanwhile and
-                its row could not be put back; the message says what to do.
-            StorageError: what ``traces`` raises (the row is put back when the second check raises it).
+                the id for good); ``heard_from`` (the store holds something of it); ``reinstated`` (by another
+                process during the wait); ``storage`` (SQLite error); ``key_file`` (the key file could not be deleted);
+                nothing changed for any of these (the device's flag is put back). ``storage_partial``: the
+                device stays retired (its flag could not be put back, or its key file is deleted but the row's
+                deletion could not be committed); the message says what to do.
+            StorageError: what ``traces`` raises (after the device was retired: its flag is put back).
         """
         rec = self.get(device_id)
         if rec.revoked:  # its row is the record that the id must never be accepted again
@@ -656,34 +663,33 @@ class Registry:
                                 reason="revoked", device_id=device_id)
         found = traces(device_id)
         if found:
-            raise heard_from_error(device_id, found, meanwhile=False)
-        with _storage(self.path, "remove device %s" % device_id, device_id):
-            try:
-                self._conn.execute("BEGIN EXCLUSIVE")
-                cur = self._conn.execute("SELECT * FROM devices WHERE id=?", (device_id,))
-                row, names = cur.fetchone(), [str(d[0]) for d in cur.description]
-                if row is None or row[names.index("revoked")]:  # removed or revoked by another process meanwhile
-                    self._rollback()
-                    return self.remove(device_id, traces=traces, settle_s=settle_s)  # says which
-                self._conn.execute("DELETE FROM devices WHERE id=?", (device_id,))
-                self._conn.execute("COMMIT")
-            except BaseException:
-                self._rollback()
-                raise
-        self._key_cache.pop(device_id, None)
+            raise heard_from_error(device_id, found, advice=advice)
+        if "retired" not in self._columns:  # opened without create (the CLI) on a registry not upgraded yet
+            self._add_columns(self._conn)
+        mark = mark_removing(self.path, self._conn, device_id)
         try:
-            if settle_s > 0:
-                time.sleep(settle_s)
+            seconds = settle_s() if callable(settle_s) else settle_s
+            if seconds > 0:
+                wait(seconds)
             found = traces(device_id)
-        except BaseException as exc:
-            put_back(self.path, self._conn, device_id, names, row, self.key_path(device_id), exc)
+        except Exception as exc:
+            put_back(self.path, self._conn, device_id, mark,
+                     why="the removal of device %s was stopped: %s" % (device_id, exc))
+            raise
+        except BaseException as exc:  # Ctrl-C, or a signal turned into an exception: put back, then stop
+            put_back(self.path, self._conn, device_id, mark, interrupted=True,
+                     why="interrupted (%s)" % (type(exc).__name__ if not str(exc) else exc))
             raise
         if found:
-            refusal = heard_from_error(device_id, found, meanwhile=True)
-            put_back(self.path, self._conn, device_id, names, row, self.key_path(device_id), refusal)
-            raise refusal
+            outcome = put_back(self.path, self._conn, device_id, mark,
+                               why="device %s was heard from while it was being removed" % device_id)
+            raise heard_from_error(device_id, found, outcome=outcome, advice=advice)
         try:
-            delete_key_file(self.path, self._conn, device_id, self.key_path(device_id))
+            delete_device(self.path, self._conn, device_id, self.key_path)
+        except RegistryError as exc:
+            if exc.reason in ("storage", "key_file", "revoked"):  # nothing deleted: not left retired by this removal
+                put_back(self.path, self._conn, device_id, mark, why=str(exc))
+            raise
         finally:
             self._key_cache.pop(device_id, None)
         log.info("removed device %s (never heard from) and its key file", device_id)

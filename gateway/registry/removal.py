@@ -1,17 +1,26 @@
-"""The steps of :meth:`gateway.registry.devices.Registry.remove` after its checks: the refusal of a device
-that was heard from, putting a removed row back, and deleting the key file of a removed device.
+"""The steps of :meth:`gateway.registry.devices.Registry.remove` after its first check: the mark that takes the
+device out of service while the removal waits (``retired``), putting its flag back when the removal stops, the
+refusal of a device that was heard from, and the final deletion of its row and key file together.
 
-Each takes the registry's directory (for its messages) and its SQLite connection (autocommit, as the
+The device's row is never deleted before the end: while the removal waits for a running gateway to commit what
+it accepted, the row stays, retired (frames of a retired device are refused, never acknowledged: its board
+keeps them). A removal killed meanwhile (SIGKILL, a power cut) leaves a visible retired device with its key
+file, never a lost row: run the removal again, or reinstate the device.
+
+Each step takes the registry's directory (for its messages) and its SQLite connection (autocommit, as the
 registry opens it). Keys are never read, logged nor placed in a message: only the key file's path.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import shlex
 import sqlite3
+import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Callable, Sequence
 
 from gateway.errors import RegistryError
 from gateway.private_dirs import fsync_dir
@@ -20,84 +29,187 @@ from gateway.registry.records import _storage
 log = logging.getLogger("gateway.registry.devices")  # the registry's logger: operators filter on it
 
 #: Waited beyond a running gateway's batch wait (``[storage] batch_ms``) before a removal checks the store again:
-#: for the commit of a report the gateway accepted just before the row went (milliseconds on a healthy disk; a
-#: disk stalled longer is the limit docs/gateway.md names). The admin API's removal waits this
+#: for the commit of a report the gateway accepted just before the device was retired (milliseconds on a healthy
+#: disk; a disk stalled longer is the limit docs/gateway.md names). The admin API's removal waits this
 #: (:meth:`gateway.web.source.RegistryAdmin.remove`); ``devices remove`` waits as much beyond the registry cache.
 SETTLE_MARGIN_S = 2.0
 
 
-def heard_from_error(device_id: str, found: Sequence[str], *, meanwhile: bool) -> RegistryError:
+def cli_advice(device_id: str) -> str:
+    """What to do instead with a device heard from, in the command line's words."""
+    return ("If its board left this gateway, retire it (civicedge gateway devices retire %s); if its key is "
+            "compromised, revoke it (civicedge gateway devices revoke %s)" % (device_id, device_id))
+
+
+def api_advice(device_id: str) -> str:
+    """What to do instead with a device heard from, in the admin API's words."""
+    return ("If its board left this gateway, retire it (POST /api/admin/devices/%s/retire); if its key is "
+            "compromised, revoke it (POST /api/admin/devices/%s/revoke)" % (device_id, device_id))
+
+
+def heard_from_error(device_id: str, found: Sequence[str], *, outcome: str | None = None,
+                     advice: Callable[[str], str] = cli_advice) -> RegistryError:
     """The refusal (``heard_from``) of removing a device the report store holds something of (in the
-    tables ``found``), pointing to retire and revoke; ``meanwhile``: found by the check after the row was
-    deleted (it was put back)."""
-    when = " while it was being removed (its registration is kept as it was)" if meanwhile else ""
+    tables ``found``), with ``advice`` (retire, revoke); ``outcome``: found by the check after the wait, and
+    what its registration is now (said in the message)."""
+    when = " while it was being removed (%s)" % outcome if outcome is not None else ""
     return RegistryError(
         "device %s was heard from%s: the report store holds rows of it (%s); only a device never heard from is "
-        "removed, so that its reports and replay protection stay with a registered id. If its board left this "
-        "gateway, retire it (civicedge gateway devices retire %s); if its key is compromised, revoke it "
-        "(civicedge gateway devices revoke %s)" % (device_id, when, ", ".join(found), device_id, device_id),
-        reason="heard_from", device_id=device_id)
+        "removed, so that its reports and replay protection stay with a registered id. %s"
+        % (device_id, when, ", ".join(found), advice(device_id)), reason="heard_from", device_id=device_id)
 
 
-def put_back(registry: Path, conn: sqlite3.Connection, device_id: str, names: Sequence[str],
-             row: tuple[Any, ...], key_path: Path, cause: BaseException) -> None:
-    """Insert the deleted ``row`` (columns ``names``) of ``device_id`` again after a removal stopped by
-    ``cause``, unless the id was registered again meanwhile (that registration is kept).
+@dataclass(frozen=True)
+class Mark:
+    """What :func:`mark_removing` changed: ``set_retired`` (the device was not retired before; False: it was,
+    and stays so) at ``stamp`` (its ``updated_at`` since; ``updated_before`` before)."""
+
+    set_retired: bool
+    stamp: float
+    updated_before: float
+
+
+def mark_removing(registry: Path, conn: sqlite3.Connection, device_id: str) -> Mark:
+    """Retire ``device_id`` for the time of its removal (one ``BEGIN EXCLUSIVE`` transaction), unless it is
+    retired already: a running gateway refuses its frames from then on (within its registry cache).
 
     Raises:
-        RegistryError: ``storage_partial`` (it could not be put back: the message names the key file,
-            which was kept, and how to register the device again); nothing when ``cause`` is an
-            interruption (KeyboardInterrupt: it says so itself; the ERROR line names the device).
+        RegistryError: ``unknown_device`` or ``revoked`` (by another process since the first check; nothing
+            changed), ``storage`` (SQLite error; nothing changed).
     """
+    with _storage(registry, "retire device %s for its removal" % device_id, device_id):
+        conn.execute("BEGIN EXCLUSIVE")
+        try:
+            row = conn.execute("SELECT revoked, retired, updated_at FROM devices WHERE id=?",
+                               (device_id,)).fetchone()
+            if row is None:
+                raise RegistryError("no device %s in the registry" % device_id, reason="unknown_device",
+                                    device_id=device_id)
+            if row[0]:
+                raise RegistryError("device %s is revoked; it is not removed (a revoked id stays revoked)"
+                                    % device_id, reason="revoked", device_id=device_id)
+            stamp = time.time()
+            if not row[1]:
+                conn.execute("UPDATE devices SET retired=1, updated_at=? WHERE id=?", (stamp, device_id))
+            conn.execute("COMMIT")
+        finally:
+            _end(conn)
+    if not row[1]:
+        log.info("device %s is retired while it is being removed (if the removal is cut off, it stays retired: "
+                 "remove it again, or reinstate it)", device_id)
+    return Mark(set_retired=not row[1], stamp=stamp, updated_before=float(row[2]))
+
+
+def put_back(registry: Path, conn: sqlite3.Connection, device_id: str, mark: Mark, *, why: str,
+             interrupted: bool = False) -> str:
+    """Undo :func:`mark_removing` after a removal stopped (``why``: by what, for the messages): the device
+    is no longer retired unless it was before, or another process changed it meanwhile. Returns what its
+    registration is now, in words.
+
+    Raises:
+        RegistryError: ``storage_partial``: its flag could not be put back (the device stays retired; the
+            message says to reinstate it); not raised when ``interrupted`` (Ctrl-C, SIGTERM: the
+            interruption says so itself; the ERROR line names the device).
+    """
+    if not mark.set_retired:
+        return "it stays registered, retired as it was before"
     try:
         with _storage(registry, "put back device %s" % device_id, device_id):
-            conn.execute("INSERT OR IGNORE INTO devices (%s) VALUES (%s)"
-                         % (", ".join(names), ", ".join("?" * len(names))), row)
+            # Its updated_at goes back too, unless another process changed the row since the mark.
+            cur = conn.execute("UPDATE devices SET retired=0, updated_at=CASE WHEN updated_at=? THEN ? ELSE "
+                               "updated_at END WHERE id=? AND retired=1", (mark.stamp, mark.updated_before, device_id))
+            if cur.rowcount:
+                outcome = "its registration is kept as it was"
+            elif conn.execute("SELECT 1 FROM devices WHERE id=?", (device_id,)).fetchone() is None:
+                outcome = "another process removed it meanwhile"
+            else:
+                outcome = "another process reinstated it meanwhile; it stays registered"
     except RegistryError as exc:
-        log.error("could not put back the registration of device %s after its removal was stopped: %s",
-                  device_id, exc)
-        if not isinstance(cause, Exception):
-            return
+        log.error("could not put back device %s after its removal was stopped (%s): it stays retired: %s",
+                  device_id, why, exc)
+        if interrupted:
+            return "it stays retired"
         raise RegistryError(
-            "%s; and its registration could not be put back (%s): register it again with its key file, which is "
-            "kept (civicedge gateway devices add --id %s --key-file %s ...)"
-            % (cause, exc, device_id, shlex.quote(str(key_path))),
-            reason="storage_partial", device_id=device_id) from cause
-    log.warning("registry %s: the removal of device %s was stopped (%s): its registration was put back",
-                registry, device_id, type(cause).__name__ if not isinstance(cause, RegistryError)
-                else cause.reason)
+            "%s; and its registration could not be put back as it was (%s): it stays registered but retired, with "
+            "its key file; reinstate it (civicedge gateway devices reinstate %s)" % (why, exc, device_id),
+            reason="storage_partial", device_id=device_id) from exc
+    log.warning("registry %s: the removal of device %s was stopped (%s): %s", registry, device_id, why, outcome)
+    return outcome
 
 
-def delete_key_file(registry: Path, conn: sqlite3.Connection, device_id: str, key_path: Path) -> None:
-    """Delete the key file of the removed ``device_id`` durably (its directory synced), under the write lock
-    every key change takes (``BEGIN EXCLUSIVE``) and only while the id is still absent: an ``add`` of the
-    same id since the row was deleted wrote a key file of its own, which stays. An absent file is no error.
+def delete_device(registry: Path, conn: sqlite3.Connection, device_id: str, key_path: Callable[[str], Path]) -> None:
+    """Delete the row of ``device_id`` and its key file together, under one ``BEGIN EXCLUSIVE`` (the write lock
+    every key change takes): the row is deleted, the key file unlinked and its directory synced, then the
+    deletion committed. Only while the row is still what :func:`mark_removing` left (there, retired, not
+    revoked). A key file that is also the key file of a registered id differing only in case (one file on a
+    case-insensitive filesystem) stays. An absent key file is no error.
 
     Raises:
-        RegistryError: ``storage_partial``: the row is gone, the key file could not be deleted (the
-            message names it and says to delete it by hand).
+        RegistryError: ``unknown_device`` (removed by another process meanwhile), ``revoked`` or ``reinstated``
+            (by another process meanwhile; the row stays as that process left it), ``storage`` (SQLite error)
+            or ``key_file`` (the key file could not be deleted): nothing deleted, the device still retired (the
+            caller puts it back); ``storage_partial`` (the key file is deleted but the row's deletion could not be
+            committed: the device stays registered and retired, without its key file; the message says to remove it
+            again).
     """
-    try:
-        with _storage(registry, "delete the key file of device %s" % device_id, device_id):
-            conn.execute("BEGIN EXCLUSIVE")
+    path = key_path(device_id)
+    with _storage(registry, "remove device %s" % device_id, device_id):
+        conn.execute("BEGIN EXCLUSIVE")
+        try:
+            row = conn.execute("SELECT revoked, retired FROM devices WHERE id=?", (device_id,)).fetchone()
+            if row is None:
+                raise RegistryError("device %s was removed by another process while this removal waited" % device_id,
+                                    reason="unknown_device", device_id=device_id)
+            if row[0]:
+                raise RegistryError("device %s was revoked by another process while it was being removed; it is not "
+                                    "removed (a revoked id stays revoked)" % device_id, reason="revoked",
+                                    device_id=device_id)
+            if not row[1]:
+                raise RegistryError("device %s was reinstated by another process while it was being removed; it is "
+                                    "not removed" % device_id, reason="reinstated", device_id=device_id)
+            twins = [str(r[0]) for r in conn.execute("SELECT id FROM devices WHERE id = ? COLLATE NOCASE AND id != ?",
+                                                     (device_id, device_id))]
+            conn.execute("DELETE FROM devices WHERE id=?", (device_id,))
+            shared = [t for t in twins if _same_file(path, key_path(t))]
+            if shared:
+                log.warning("kept key file %s of removed device %s: it is also the key file of device %s (ids that "
+                            "differ only in case share one file on this filesystem)", path, device_id, shared[0])
+            else:
+                try:
+                    path.unlink()
+                except FileNotFoundError:
+                    pass
+                except OSError as exc:
+                    raise RegistryError("device %s is not removed: its key file %s could not be deleted: %s"
+                                        % (device_id, path, exc.strerror or exc), reason="key_file",
+                                        device_id=device_id) from exc
+                try:
+                    fsync_dir(path.parent)
+                except OSError as exc:  # the file is unlinked: the removal goes on; only its durability is unsure
+                    log.warning("could not sync %s after deleting the key file of device %s: %s", path.parent,
+                                device_id, exc)
             try:
-                if conn.execute("SELECT 1 FROM devices WHERE id=?", (device_id,)).fetchone() is None:
-                    try:
-                        key_path.unlink()
-                    except FileNotFoundError:
-                        pass
-                    fsync_dir(key_path.parent)
-            finally:
-                _end(conn)
-    except RegistryError as exc:
-        raise RegistryError(
-            "device %s was removed from the registry, but its key file could not be deleted: %s; delete it by hand "
-            "(rm %s)" % (device_id, exc, shlex.quote(str(key_path))), reason="storage_partial",
-            device_id=device_id) from exc
+                conn.execute("COMMIT")
+            except sqlite3.Error as exc:
+                raise RegistryError(
+                    "the key file of device %s is deleted, but the deletion of its registry row could not be "
+                    "committed (%s): it stays registered and retired, without its key; remove it again "
+                    "(civicedge gateway devices remove -- %s)" % (device_id, exc, shlex.quote(device_id)),
+                    reason="storage_partial", device_id=device_id) from exc
+        finally:
+            _end(conn)
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    """Whether ``a`` and ``b`` name one existing file."""
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
 
 
 def _end(conn: sqlite3.Connection) -> None:
-    """End the transaction that only held the write lock (nothing was written), quietly."""
+    """Roll back the transaction if it is still open (it failed before its COMMIT), quietly."""
     try:
         if conn.in_transaction:
             conn.execute("ROLLBACK")

@@ -284,16 +284,19 @@ async def enroll_device(request: web.Request) -> web.Response:
 @_audited
 async def remove_device(request: web.Request) -> web.Response:
     """Delete a device registered by mistake and never heard from (a typo'd id, a board never installed): its
-    registry row, then its key file; the twin of ``civicedge gateway devices remove``. ``DELETE`` on the resource
-    that ``PUT`` creates: the registration goes, not a state of it (``/revoke``, ``/retire`` keep the row).
+    registry row and key file, together; the twin of ``civicedge gateway devices remove`` (one path:
+    :meth:`gateway.registry.devices.Registry.remove`). ``DELETE`` on the resource that ``PUT`` creates: the
+    registration goes, not a state of it (``/revoke``, ``/retire`` keep the row).
 
     Only a device the report store holds nothing of (no report, ACK floor, replay protection or provenance
-    entry) is removed: 409 ``heard_from`` otherwise (retire or revoke it), 409 ``revoked`` for a revoked one
-    (its row keeps the id refused), 404 ``unknown_device``; nothing changes then. The writer may hold a report
-    of the device accepted just before the row went: the store is checked again after its batch wait and a
-    margin (on a worker thread; the answer takes about 2 s on a running gateway), and a report stored
-    meanwhile puts the registration back (409 ``heard_from``). 503 ``storage_partial`` when the row is gone but
-    the key file could not be deleted (the message names it). The key is never read into the answer nor a log.
+    entry) is removed: 409 ``heard_from`` otherwise (the message names the API's retire and revoke), 409
+    ``revoked`` for a revoked one (its row keeps the id refused), 404 ``unknown_device``; nothing changes then.
+    The writer may hold a report of the device accepted just before: the device is retired (its frames refused
+    from then on), the store checked again after the writer's batch wait and a margin (on a worker thread; the
+    answer takes about 2 s on a running gateway), and a report stored meanwhile puts the device back as it was
+    (409 ``heard_from``; 409 ``reinstated`` when another process reinstated it meanwhile). 503 ``registry`` naming
+    the key file when it could not be deleted (nothing removed), ``storage_partial`` when the device is left
+    retired (the message says what to do). The key is never read into the answer nor a log.
     """
     _authorize(request)
     ctx = ctx_of(request)

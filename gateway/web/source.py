@@ -27,7 +27,7 @@ from typing import Any, Awaitable, Callable, Mapping, Sequence
 
 from gateway.errors import RegistryError, StorageError
 from gateway.health import Problem
-from gateway.registry.removal import SETTLE_MARGIN_S
+from gateway.registry.removal import SETTLE_MARGIN_S, api_advice
 from gateway.storage.device_traces import device_traces
 from gateway.storage.queries import ReportQueries
 from gateway.storage.store_files import store_writer
@@ -585,38 +585,48 @@ class RegistryAdmin:
         return max(self._store_batch_ms, 50) / 1000 + SETTLE_MARGIN_S
 
     def remove(self, device_id: str) -> Mapping[str, str]:
-        """Delete a device never heard from (its registry row, then its key file) and return its ``kind`` and
-        ``zone``; blocking (it waits :meth:`removal_settle_s` while a gateway writes the store): call it on a
-        worker thread. One admin write at a time, the others wait.
+        """Delete a device never heard from (its registry row and key file, through
+        :meth:`gateway.registry.devices.Registry.remove`, as ``devices remove``) and return its ``kind`` and
+        ``zone``; blocking (while a gateway writes the store the device is retired and :meth:`removal_settle_s`
+        waited before the second check): call it on a worker thread. One admin write at a time, the others wait.
 
         Raises:
             NotFound: ``unknown_device``.
             Conflict: ``heard_from`` (the store holds rows of it, also when stored during the removal: its
-                registration is put back), ``revoked``; nothing changed.
-            Unavailable: ``no_store`` (no report store attached to check), ``backend_unavailable`` (the store
-                could not be read; nothing changed), ``storage_partial`` (the row is gone, its key file is not,
-                or a device heard from meanwhile could not be put back: the message says what to do),
-                ``registry`` (the registry's own storage failed; nothing changed).
+                registration is put back), ``revoked``, ``reinstated`` (by another process during the wait);
+                nothing changed.
+            Unavailable: ``no_store`` (no report store attached to check, or the file there is none),
+                ``backend_unavailable`` (the store could not be read; nothing changed), ``storage_partial`` (the
+                device stays retired: its flag could not be put back, or its key file is deleted but its row
+                is not: the message says what to do), ``registry`` (the registry's own storage failed, or the
+                key file could not be deleted: the message names it; nothing changed).
         """
         store = self._store_path
         if store is None:
             raise Unavailable(f"device '{device_id}' is not removed: no report store is attached to check that "
                               "it holds nothing of it", code="no_store")
+
+        def settle_s() -> float:  # asked once the device is retired (a writer started since is waited for)
+            return self.removal_settle_s() if store_writer(store) is not None else 0.0
+
         try:
             with self._writes:
-                settle_s = self.removal_settle_s() if store_writer(store) is not None else 0.0
                 rec = self._registry.remove(device_id, traces=functools.partial(device_traces, store),
-                                            settle_s=settle_s)
+                                            settle_s=settle_s, advice=api_advice)
         except RegistryError as exc:
             reason = exc.reason or "registry"
             if reason == "unknown_device":
                 raise NotFound(f"no device '{device_id}'", code="unknown_device", param="device_id") from None
-            if reason in ("heard_from", "revoked"):
+            if reason in ("heard_from", "revoked", "reinstated"):
                 raise Conflict(str(exc), code=reason, param="device_id") from None
             if reason == "storage_partial":  # says what was done and what is left to do by hand
                 raise Unavailable(str(exc), code=reason) from None
+            if reason == "key_file":  # names the file that could not be deleted (never a key); nothing removed
+                raise Unavailable(str(exc), code="registry") from None
             raise Unavailable(f"registry error ({reason})", code="registry") from None
         except StorageError as exc:
+            if exc.reason in ("no_store", "not_a_store"):
+                raise Unavailable(f"device '{device_id}' is not removed: {exc}", code="no_store") from None
             raise Unavailable(f"device '{device_id}' is not removed: the report store could not be read to check "
                               f"what it holds of it ({exc.reason})", code="backend_unavailable") from None
         return {"kind": str(rec.kind), "zone": str(rec.zone)}

@@ -6,17 +6,18 @@ from __future__ import annotations
 
 import sqlite3
 from pathlib import Path
+from typing import Callable
 
 import pytest
 from conftest import KEYS, make_env
 from helpers import report_frame
 
 import gateway.cli.devices_cmd as devices_cmd
-import gateway.registry.devices as registry_devices
 from gateway.errors import RegistryError, RejectedReport, StorageError
 from gateway.pipeline import Verifier
 from gateway.pipeline.verify import REGISTRY_CACHE_S
 from gateway.registry import Registry
+from gateway.registry.removal import SETTLE_MARGIN_S
 from gateway.resources import load_policy
 from gateway.storage import ReportStore
 from gateway.storage.device_traces import device_traces
@@ -64,11 +65,18 @@ def test_a_device_never_heard_from_is_removed_with_its_key_file_and_can_be_added
     assert key_file.is_file() and Registry(registry, create=False).get("bin-2").zone == "south"
 
 
-def test_without_a_store_yet_the_device_is_removed_and_the_output_says_so(
+def test_without_a_store_the_removal_is_refused_unless_no_store_yet_says_the_gateway_never_ran(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A wrong [storage] path must not pass for a store without the device (review L1)."""
     config = make_env(tmp_path)
-    assert remove(config, "sl-1") == 0
-    assert "there is no report store at %s yet" % (tmp_path / "data" / "reports.sqlite") in capsys.readouterr().out
+    store = tmp_path / "data" / "reports.sqlite"
+    assert remove(config, "sl-1") == 1
+    assert capsys.readouterr().err.startswith("error (no_store): no report store at %s" % store)
+    assert Registry(tmp_path / "data" / "registry", create=False).get("sl-1").retired is False
+    assert (tmp_path / "data" / "registry" / "keys" / "sl-1.key").is_file()
+    assert remove(config, "sl-1", "--no-store-yet") == 0
+    assert "there is no report store at %s yet (--no-store-yet)" % store in capsys.readouterr().out
+    assert Registry(tmp_path / "data" / "registry", create=False).lookup("sl-1") is None
 
 
 def test_a_device_with_stored_reports_is_refused_naming_retire_and_revoke_and_nothing_changes(
@@ -81,7 +89,7 @@ def test_a_device_with_stored_reports_is_refused_naming_retire_and_revoke_and_no
     assert remove(config, "bin-1") == 1
     err = capsys.readouterr().err
     assert err.startswith("error (heard_from): device bin-1 was heard from")
-    assert "ack_floor, chain, reports" in err
+    assert "the report store holds rows of it (ack_floor)" in err  # the first table found (indexed ones first)
     assert "civicedge gateway devices retire bin-1" in err and "civicedge gateway devices revoke bin-1" in err
     assert Registry(registry, create=False).get("bin-1").key_version == 1
     assert (registry / "keys" / "bin-1.key").read_bytes() == key_before
@@ -135,28 +143,31 @@ def test_help_names_remove_and_what_it_refuses(capsys: pytest.CaptureFixture[str
 
 def test_a_report_stored_during_the_removal_puts_the_registration_back(
         env: tuple[Path, Path, Path], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
-    """Beside a running gateway (the store's writer lock held): the row goes, the gateway commits a frame it accepted
-    just before, and the check after the wait finds it: the registration is back as it was, key file untouched."""
+    """Beside a running gateway (the store's writer lock held): the device is retired (its row stays), the gateway
+    commits a frame it accepted just before, and the check after the wait finds it: the registration is back as it
+    was, key file untouched."""
     config, registry, store = env
     before = Registry(registry, create=False).get("bin-2")
     key_before = (registry / "keys" / "bin-2.key").read_bytes()
     running = ReportStore(store, gateway_id="gw-test")  # holds the writer lock, as a running gateway does
     waits: list[float] = []
 
-    def gateway_commits_meanwhile(seconds: float) -> None:
+    def gateway_commits_meanwhile(seconds: float, announce: Callable[[], None]) -> None:
+        announce()
         waits.append(seconds)
-        assert Registry(registry, create=False).lookup("bin-2") is None  # the row is gone during the wait
+        assert Registry(registry, create=False).get("bin-2").retired  # out of service during the wait, still there
         running.insert_batch([report("bin-2", 1)], {"bin-2": 1})
 
-    monkeypatch.setattr(registry_devices.time, "sleep", gateway_commits_meanwhile)
+    monkeypatch.setattr(devices_cmd, "_interruptible_sleep", gateway_commits_meanwhile)
     try:
         assert remove(config, "bin-2") == 1
     finally:
         running.close()
     captured = capsys.readouterr()
     assert "a gateway is running on" in captured.err
-    assert "error (heard_from): device bin-2 was heard from while it was being removed" in captured.err
-    assert waits and waits[0] >= REGISTRY_CACHE_S + devices_cmd.REMOVE_SETTLE_MARGIN_S
+    assert "error (heard_from): device bin-2 was heard from while it was being removed (its registration is kept " \
+        "as it was)" in captured.err
+    assert waits and waits[0] >= REGISTRY_CACHE_S + SETTLE_MARGIN_S
     assert Registry(registry, create=False).get("bin-2") == before
     assert (registry / "keys" / "bin-2.key").read_bytes() == key_before
 
@@ -176,8 +187,11 @@ def test_a_failed_second_check_puts_the_registration_back(registry: Registry) ->
     assert registry.get("bin-2") == before and registry.key_path("bin-2").is_file()
 
 
-def test_a_key_file_that_cannot_be_deleted_is_reported_and_the_row_stays_gone(
+def test_a_key_file_that_cannot_be_deleted_is_reported_and_nothing_is_removed(
         registry: Registry, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The row and the key file go in one transaction: a key file that stays keeps its row (no orphan key file, no
+    row without its key), and the device is put back as it was."""
+    before = registry.get("bin-2")
     path = registry.key_path("bin-2")
     real_unlink = Path.unlink
 
@@ -189,27 +203,45 @@ def test_a_key_file_that_cannot_be_deleted_is_reported_and_the_row_stays_gone(
     monkeypatch.setattr(Path, "unlink", refuse)
     with pytest.raises(RegistryError) as info:
         registry.remove("bin-2", traces=lambda device: [])
-    assert info.value.reason == "storage_partial"
-    assert "was removed from the registry, but its key file could not be deleted" in str(info.value)
-    assert "rm %s" % path in str(info.value)
-    assert registry.lookup("bin-2") is None and path.is_file()
+    assert info.value.reason == "key_file"
+    assert str(info.value) == "device bin-2 is not removed: its key file %s could not be deleted: Permission denied" \
+        % path
+    assert registry.get("bin-2") == before and path.is_file()
 
 
-def test_a_device_registered_again_before_the_key_file_goes_keeps_its_new_key(
-        registry: Registry, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Another process's add of the same id between the row's removal and the key file's deletion wins."""
+def test_a_reinstate_by_another_process_during_the_wait_stops_the_removal(registry: Registry) -> None:
+    """The operator took the device back while the removal waited: it stays, with its key file."""
     other = Registry(registry.path, create=False)
     calls: list[str] = []
 
     def traces(device: str) -> list[str]:
         calls.append(device)
-        if len(calls) == 2:  # after the row went: another tool registers the id again, with its own key
-            other.add("bin-2", kind="bin", zone="east", lat="52.2", lon="4.3", key=bytes(range(5, 37)))
+        if len(calls) == 2:  # after the mark: another tool reinstates it
+            other.reinstate("bin-2")
         return []
 
-    registry.remove("bin-2", traces=traces)
-    assert registry.get("bin-2").zone == "east"
-    assert registry.key("bin-2") == bytes(range(5, 37))
+    with pytest.raises(RegistryError) as info:
+        registry.remove("bin-2", traces=traces)
+    assert info.value.reason == "reinstated"
+    assert str(info.value) == "device bin-2 was reinstated by another process while it was being removed; it is " \
+        "not removed"
+    assert registry.get("bin-2").retired is False and registry.key_path("bin-2").is_file()
+
+
+def test_an_id_differing_only_in_case_cannot_be_added_while_the_removal_waits(registry: Registry) -> None:
+    """The row stays until the end, so add's case-insensitive twin check refuses SL... while sl... is removed (their
+    key files would be one file on a case-insensitive filesystem)."""
+    other = Registry(registry.path, create=False)
+    refused: list[str] = []
+
+    def wait(seconds: float) -> None:
+        with pytest.raises(RegistryError) as info:
+            other.add("BIN-2", kind="bin", zone="east", lat="52.2", lon="4.3")
+        refused.append(info.value.reason)
+
+    registry.remove("bin-2", traces=lambda device: [], settle_s=0.5, wait=wait)
+    assert refused == ["exists"]
+    assert registry.lookup("bin-2") is None and registry.lookup("BIN-2") is None
 
 
 def test_a_removed_ids_frames_are_refused_as_from_an_unknown_device(registry: Registry) -> None:
@@ -250,5 +282,5 @@ def test_a_store_that_cannot_be_read_refuses_the_removal(env: tuple[Path, Path, 
     other = store.with_name("notes.sqlite")
     other.write_text("not a database\n" * 200)
     assert main(["gateway", "devices", "--registry", str(registry), "remove", "bin-2", "--store", str(other)]) == 1
-    assert capsys.readouterr().err.startswith("error (read_failed): cannot read report store %s" % other)
+    assert capsys.readouterr().err.startswith("error (open_failed): report store %s is not a database" % other)
     assert Registry(registry, create=False).lookup("bin-2") is not None and (registry / "keys" / "bin-2.key").is_file()

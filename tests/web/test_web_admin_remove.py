@@ -40,6 +40,16 @@ def _count(fleet: Fleet, device: str) -> int:
         conn.close()
 
 
+def _retired(fleet: Fleet, device: str) -> bool:
+    """Whether the registry holds ``device`` retired, as committed (read through a connection of its own)."""
+    other = Registry(fleet.registry.path, create=False)
+    try:
+        rec = other.lookup(device)
+        return rec is not None and rec.retired
+    finally:
+        other.close()
+
+
 def _registered(fleet: Fleet, device: str) -> bool:
     """Whether the registry holds ``device`` as committed (read through a connection of its own)."""
     other = Registry(fleet.registry.path, create=False)
@@ -106,7 +116,10 @@ async def test_a_device_with_stored_reports_is_refused_and_nothing_changes(
     error = (await resp.json())["error"]
     assert error["code"] == "heard_from" and error["param"] == "device_id"
     assert error["message"].startswith("device sl-01 was heard from: the report store holds rows of it (")
-    assert "retire" in error["message"] and "revoke" in error["message"]
+    # The API's own endpoints, not the command line's (review note).
+    assert error["message"].endswith("If its board left this gateway, retire it (POST /api/admin/devices/sl-01/"
+                                     "retire); if its key is compromised, revoke it (POST /api/admin/devices/sl-01/"
+                                     "revoke)"), error["message"]
     assert fleet.registry.get("sl-01") == before
     assert fleet.registry.key_path("sl-01").read_bytes() == key_bytes
     assert _count(fleet, "sl-01") == stored
@@ -152,7 +165,8 @@ async def test_a_report_committed_during_the_removal_puts_the_registration_back_
         client: TestClient, fleet: Fleet) -> None:
     """The real race: the gateway verified a frame of the device while it was registered, and its writer commits it
     only after the row is gone (the store thread is held here until then). The check after the writer's batch wait
-    finds it: 409 heard_from, the registration back as it was, the report stored; meanwhile the loop serves."""
+    finds it: 409 heard_from, the registration back as it was, the report stored; meanwhile the loop serves. The row is
+    never gone meanwhile: the device is retired during the wait (a process killed then leaves it so)."""
     before = fleet.registry.get("sl-03")
     key_bytes = fleet.registry.key_path("sl-03").read_bytes()
     release = threading.Event()
@@ -161,12 +175,13 @@ async def test_a_report_committed_during_the_removal_puts_the_registration_back_
     removal = asyncio.ensure_future(client.delete(PATH % "sl-03", headers=admin_headers()))
     loop = asyncio.get_running_loop()
     deadline = loop.time() + 10
-    while _registered(fleet, "sl-03"):  # the row is deleted...
+    while not _retired(fleet, "sl-03"):  # the device is retired (its frames refused from now on)...
         assert loop.time() < deadline and not removal.done()
         await asyncio.sleep(0.005)
+    assert _registered(fleet, "sl-03")  # its row stays
     release.set()  # ... then the writer commits the report it accepted before
     await held
-    while _count(fleet, "sl-03") == 0:  # committed by the writer, under the id whose row is gone now
+    while _count(fleet, "sl-03") == 0:  # committed by the writer, under the id being removed
         assert loop.time() < deadline and not removal.done()
         await asyncio.sleep(0.005)
     # The removal waits on a worker thread: the event loop answers meanwhile.
@@ -175,7 +190,7 @@ async def test_a_report_committed_during_the_removal_puts_the_registration_back_
     resp = await removal
     error = (await resp.json())["error"]
     assert resp.status == 409 and error["code"] == "heard_from", error
-    assert "was heard from while it was being removed" in error["message"]
+    assert "was heard from while it was being removed (its registration is kept as it was)" in error["message"]
     assert fleet.registry.get("sl-03") == before
     assert fleet.registry.key_path("sl-03").read_bytes() == key_bytes
     assert _count(fleet, "sl-03") == 1
@@ -206,8 +221,17 @@ def test_without_a_store_or_with_an_unreadable_one_nothing_is_removed(fleet: Fle
     junk.write_bytes(b"not a database" * 100)
     with pytest.raises(Unavailable) as info:
         RegistryAdmin(registry=fleet.registry, policy=load_policy(), store_path=junk).remove("sl-03")
-    assert info.value.code == "backend_unavailable" and "(read_failed)" in info.value.message
-    assert fleet.registry.lookup("sl-03") is not None and fleet.registry.key_path("sl-03").is_file()
+    assert info.value.code == "backend_unavailable" and "(open_failed)" in info.value.message
+    # A file that is no report store (the registry's own database, an empty file) or none at all holds no row of
+    # any device: it must not pass for a store without the device (review H1, L1).
+    empty = tmp_path / "empty.sqlite"
+    empty.write_bytes(b"")
+    for wrong in (fleet.registry.path / "devices.sqlite", empty, tmp_path / "missing.sqlite"):
+        with pytest.raises(Unavailable) as info:
+            RegistryAdmin(registry=fleet.registry, policy=load_policy(), store_path=wrong).remove("sl-03")
+        assert info.value.code == "no_store" and info.value.message.startswith(
+            "device 'sl-03' is not removed: "), info.value.message
+    assert fleet.registry.get("sl-03").retired is False and fleet.registry.key_path("sl-03").is_file()
 
 
 async def test_a_running_gateway_waits_for_its_writers_batch_before_the_second_check(tmp_path: Path) -> None:
@@ -235,10 +259,11 @@ async def test_a_running_gateway_waits_for_its_writers_batch_before_the_second_c
         os.close(slave)
 
 
-async def test_a_key_file_that_cannot_be_deleted_is_503_storage_partial_naming_it(
+async def test_a_key_file_that_cannot_be_deleted_is_503_naming_it_and_nothing_is_removed(
         client: TestClient, fleet: Fleet, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.WARNING, logger="gateway.web")
     key_file = fleet.registry.key_path("sl-03")
+    before = fleet.registry.get("sl-03")
     real_unlink = Path.unlink
 
     def refuse(self: Path, missing_ok: bool = False) -> None:
@@ -249,9 +274,9 @@ async def test_a_key_file_that_cannot_be_deleted_is_503_storage_partial_naming_i
     monkeypatch.setattr(Path, "unlink", refuse)
     resp = await client.delete(PATH % "sl-03", headers=admin_headers())
     error = (await resp.json())["error"]
-    assert resp.status == 503 and error["code"] == "storage_partial", error
-    assert "was removed from the registry, but its key file could not be deleted" in error["message"]
-    assert "rm %s" % key_file in error["message"]
-    assert fleet.registry.lookup("sl-03") is None and key_file.is_file()
-    assert any("refused DELETE /api/admin/devices/{device_id} (device sl-03): 503 storage_partial" in r.getMessage()
+    assert resp.status == 503 and error["code"] == "registry", error
+    assert error["message"] == "device sl-03 is not removed: its key file %s could not be deleted: Permission " \
+        "denied" % key_file
+    assert fleet.registry.get("sl-03") == before and key_file.is_file()  # the row and its key file go together
+    assert any("refused DELETE /api/admin/devices/{device_id} (device sl-03): 503 registry" in r.getMessage()
                for r in caplog.records), caplog.text
