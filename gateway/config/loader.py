@@ -75,8 +75,20 @@ _ID = re.compile(r"[A-Za-z0-9._-]{1,64}\Z")
 
 
 def default_data_dir() -> Path:
-    """Return the data directory used when no config (or no ``data_dir``) is given."""
-    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    """Return the data directory used when no config (or no ``data_dir``) is given.
+
+    Raises:
+        ConfigError: reason ``bad_path`` when neither ``XDG_DATA_HOME`` nor a home directory is known (a
+            container run as a uid without a passwd entry and no ``HOME``): was a RuntimeError traceback.
+    """
+    base = os.environ.get("XDG_DATA_HOME")
+    if not base:
+        try:
+            base = str(Path.home() / ".local" / "share")
+        except RuntimeError:
+            raise ConfigError("no data directory for the built-in defaults: this user has no home directory "
+                              "(HOME is not set and uid %d has no passwd entry); set HOME or XDG_DATA_HOME, or "
+                              "give --config with a data_dir" % os.getuid(), reason="bad_path", key="") from None
     return Path(base) / "civicedge" / "gateway"
 
 

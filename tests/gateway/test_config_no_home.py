@@ -1,0 +1,57 @@
+"""A user with no home directory (a container run as a uid without a passwd entry and no ``HOME``): the
+built-in defaults' data directory is a clean ``bad_path`` error, and the commands that only look at the
+defaults to protect their files go on. Each was a ``RuntimeError: Could not determine home directory``
+traceback (``gateway init PATH`` since it checks a new PATH against the default gateway's files)."""
+
+from __future__ import annotations
+
+import pwd
+from pathlib import Path
+
+import pytest
+
+from gateway.config import EXAMPLE_CONFIG
+from gateway.config.loader import default_data_dir
+from gateway.errors import ConfigError
+from hil.cli.main import main
+
+
+@pytest.fixture
+def no_home(monkeypatch: pytest.MonkeyPatch) -> None:
+    def no_entry(uid: int) -> pwd.struct_passwd:
+        raise KeyError("getpwuid(): uid not found: %d" % uid)
+
+    monkeypatch.delenv("HOME", raising=False)
+    monkeypatch.delenv("XDG_DATA_HOME", raising=False)
+    monkeypatch.setattr(pwd, "getpwuid", no_entry)
+    with pytest.raises(RuntimeError):
+        Path.home()  # what the defaults met before
+
+
+def test_the_defaults_data_dir_is_a_clean_error(no_home: None) -> None:
+    with pytest.raises(ConfigError) as caught:
+        default_data_dir()
+    assert caught.value.reason == "bad_path"
+    assert "no home directory" in str(caught.value) and "XDG_DATA_HOME" in str(caught.value)
+
+
+def test_xdg_data_home_is_enough(no_home: None, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path))
+    assert default_data_dir() == tmp_path / "civicedge" / "gateway"
+
+
+def test_init_writes_a_config_without_a_home(no_home: None, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    target = tmp_path / "etc" / "gateway.toml"
+    assert main(["gateway", "init", str(target)]) == 0, capsys.readouterr().err
+    assert target.read_text(encoding="utf-8") == EXAMPLE_CONFIG
+
+
+def test_export_log_from_a_store_without_a_home(no_home: None, tmp_path: Path,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    from gateway.storage import ReportStore
+
+    db = tmp_path / "data" / "reports.sqlite"
+    ReportStore(db, gateway_id="gw-test").close()
+    out = tmp_path / "chain.jsonl"
+    assert main(["gateway", "export-log", "--db", str(db), "-o", str(out)]) == 0, capsys.readouterr().err
+    assert out.exists()
