@@ -170,7 +170,11 @@ async def test_ingest_is_not_held_for_a_whole_multi_batch_row_part(tmp_path: Pat
                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     """The gateway's own retention loop over a real store with 6 row batches: an insert submitted to the
     store's thread while the second batch runs commits before the row part ends. Fails before: the whole
-    pass was one job, and the insert waited for every batch."""
+    pass was one job, and the insert waited for every batch.
+
+    The rows are checked once the row part's last job returned (its transaction committed), not once the
+    seventh batch began: that batch's job commits later, and a loaded machine (a -n 2 run) once read the
+    store between the two and found rows 26-28 not removed yet."""
     monkeypatch.setattr(row_retention, "ROW_BATCH", 5)
     cfg = make_env(tmp_path, extra="[retention]\ninterval_s = 3600\n")
     now = time.time()
@@ -200,12 +204,21 @@ async def test_ingest_is_not_held_for_a_whole_multi_batch_row_part(tmp_path: Pat
             assert queued.wait(10)
         return real(*args)  # type: ignore[arg-type]
 
+    real_rows = gw.store.remove_rows_batch
+
+    def rows_job(rows: row_retention.RowPass) -> bool:  # on the store's thread: one job of the row part
+        more = real_rows(rows)
+        if not more:
+            events.append("end")  # every batch job before it committed (one store thread, in order)
+        return more
+
     monkeypatch.setattr(row_retention, "remove_row_batch", batch)
+    monkeypatch.setattr(gw.store, "remove_rows_batch", rows_job)
     await gw.start()
     try:
-        await until(lambda: events.count("batch") >= 7 and "insert" in events, "the row part did not end")
+        await until(lambda: "end" in events and "insert" in events, "the row part did not end")
         await inserted[0]
-        assert events.count("batch") == 7  # 28 rows in batches of 5 (the 7th finds none)
+        assert events.count("batch") == 7 and events[-1] == "end"  # 28 rows in batches of 5 (the 7th finds none)
         assert events.index("insert") < len(events) - 1 - events[::-1].index("batch"), events
         assert events.index("insert") == 2, events  # right after the batch it was submitted during
         assert seqs(gw.config.storage.path, "bin-1") == [] and len(seqs(gw.config.storage.path, "bin-2")) == 40
