@@ -296,8 +296,9 @@ class IngestWriter(IngestWarnings):
         alone, and at most :func:`split_budget` parts are split (enough for that many wherever they are; a
         flaky error failing a part whose halves then commit spends it too): a batch holding one such record
         costs about ``2 * log2(n) + 1`` commits, eight in 2000 at most 143, and a bug that every record sets
-        off stops the split at the eighth (35 commits for 2000), not at ``2n - 1``; what is left of a batch
-        with more such records fails in the parts not split (at most ``log2(n)`` of them, each tried once).
+        off stops the split at the eighth (35 commits for 2000), not at ``2n - 1``. Past the eighth, the
+        parts left (at most ``log2(n)``) are each tried once, unsplit: one holding another such record
+        fails whole.
         A :class:`GatewayError` (a full disk, a locked or damaged store) is not about a record: not split,
         and what was not committed yet fails with it. Each failed part's transaction was rolled back by the
         store (its chain head and outbox totals in memory only move on a commit), so committing the halves
