@@ -308,7 +308,8 @@ class Gateway:
                          ble_enabled=self.config.ble.enabled,
                          allowed_hosts=(*http.allowed_hosts, http.listen), trusted_proxies=http.trusted_proxies,
                          admin_networks=http.admin_networks, extra_routes=plan_routes,
-                         store_batch_ms=self.config.storage.batch_ms,  # a device removal waits for its commit
+                         store_batch_ms=self.config.storage.batch_ms,
+                         ingest_settled=self.ingest.settled,  # a device removal waits for its reports' commits
                          open_data=OpenDataMeta.of(self.config.open_data),
                          # published: keys only, here too: the retention row holds a data-protection hold
                          save_meta=published_meta_writer(self._save_meta))

@@ -144,6 +144,7 @@ class IngestService(IngestWriter):
         self._pause_log = LogLimiter(OVERLOAD_LOG_EVERY_S, log_clock)
         self._resume_unlogged = False  # a logged pause whose end is not logged yet
         self._handling = 0  # _handle_verified tasks running
+        self._handlers: dict[str, int] = {}  # the same per device (for settled)
         self._init_writer(log_clock)
         self._unverified_log = LogLimiter(UNVERIFIED_LOG_EVERY_S, log_clock)
         self._read_fail_log = LogLimiter(OVERLOAD_LOG_EVERY_S, log_clock)  # store reads of re-sent seqs failing
@@ -207,6 +208,7 @@ class IngestService(IngestWriter):
         # (every seq in win.recent is <= committed_hi: no lookup there per frame)
         if seq <= win.committed_hi or seq in win.pending or seq <= win.accepted_hi - REPLAY_WINDOW:
             self._handling += 1
+            self._handlers[frame.device_id] = self._handlers.get(frame.device_id, 0) + 1
             self._spawn(self._handle_verified(verified, link))
             self._pressure()
             return
@@ -257,6 +259,24 @@ class IngestService(IngestWriter):
             log.warning("ingest backlog at %d reports (cap %d): shedding frames from %s unacknowledged; "
                         "devices re-send them%s", self.backlog, 2 * self.max_in_flight, link.name,
                         more_since(more, "frame(s) shed"))
+
+    async def settled(self, device_id: str) -> None:
+        """Return once every report of ``device_id`` accepted so far is committed or failed: queued for the
+        writer (its future), or being checked against the store by a handler task (which may queue it).
+
+        For a caller that stopped the device's frames from being accepted (retired it) and must then know that
+        the store holds all it will ever hold of them, however long the writer's backlog (a device removal,
+        :meth:`gateway.web.source.RegistryAdmin.remove`). Bound it with :func:`asyncio.wait_for`.
+        """
+        while True:
+            win = self._windows.get(device_id)
+            waits = [f for f in win.pending.values() if not f.done()] if win is not None else []
+            if waits:
+                await asyncio.wait(waits)
+            elif self._handlers.get(device_id):
+                await asyncio.sleep(0.01)  # a handler checking a re-sent seq may queue it: look again
+            else:
+                return
 
     def _spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
         task = asyncio.create_task(coro)
@@ -349,6 +369,12 @@ class IngestService(IngestWriter):
                           exc_info=True)
         finally:
             self._handling -= 1
+            dev = verified.frame.device_id
+            left = self._handlers.get(dev, 1) - 1
+            if left > 0:
+                self._handlers[dev] = left
+            else:
+                self._handlers.pop(dev, None)
             self._pressure()
 
     def _read_failed(self, verified: Verified, link: Link, exc: StorageError) -> None:

@@ -406,6 +406,7 @@ def create_app(
     links_in_health_checks: bool = False,
     admin_networks: Iterable[str] = (),
     store_batch_ms: int = 50,
+    ingest_settled: Callable[[str], Awaitable[None]] | None = None,
 ) -> web.Application:
     """Build the web application over the gateway's storage read API and device registry.
 
@@ -440,7 +441,12 @@ def create_app(
         admin_networks: networks whose clients the admin throttle's global budget never refuses
             (``[http] admin_networks``).
         store_batch_ms: the gateway's ``[storage] batch_ms`` (its writer commits what it accepted within it):
-            the admin API's device removal waits it, and a margin, before checking the store again.
+            the admin API's device removal waits it, and a margin, before checking the store again (when
+            ``ingest_settled`` is None).
+        ingest_settled: the gateway's ``IngestService.settled``: the admin API's device removal waits on it
+            (on this event loop, bounded) until every report of the device accepted before it was retired is
+            committed, however long the writer's backlog, instead of a timed wait. Given, ``create_app`` must be
+            called on the running loop.
 
     Returns:
         The aiohttp application; serve it with :func:`start_http`.
@@ -452,7 +458,7 @@ def create_app(
     store_path = getattr(store, "db_path", None)
     admin = (RegistryAdmin(registry=registry, policy=policy, retention=retention,
                            store_path=Path(store_path) if store_path is not None else None,
-                           store_batch_ms=store_batch_ms)
+                           store_batch_ms=store_batch_ms, ingest_settled=ingest_settled)
              if registry is not None else None)
     app = build_app(
         fleet=fleet, admin=admin, policy=policy, metrics_registry=metrics_registry,

@@ -40,6 +40,10 @@ from gateway.web.snapshot import FleetData, FleetState
 from gateway.web.views import DaySpend, DeviceHourAggregate, DeviceView, HourlyAggregate, ReadingKey, ReadingView
 
 HEALTH_TIMEOUT_S = 5.0
+#: How long a device removal through the admin API waits for the gateway to commit the device's reports it
+#: accepted before the device was retired (the writer's backlog of up to 2 x max_in_flight reports, a poison
+#: split, a retention batch, a slow fsync: seconds, not minutes); beyond it the removal is put back (503).
+REMOVAL_SETTLE_LIMIT_S = 30.0
 # No bound on a report id (SQLite's largest integer): "any stored report".
 _ANY_ID = 2**63 - 1
 
@@ -461,16 +465,22 @@ class RegistryAdmin:
         store_path: the report store of the gateway the registry serves, which :meth:`remove` checks for
             anything of the device; None: removal answers 503 ``no_store``.
         store_batch_ms: the gateway's ``[storage] batch_ms``: how long its writer may hold an accepted report
-            before the commit, waited (with a margin) before :meth:`remove` checks the store again.
+            before the commit, waited (with a margin) before :meth:`remove` checks the store again, when
+            ``ingest_settled`` is None.
+        ingest_settled: the gateway's ``IngestService.settled``: :meth:`remove` waits on it (on the running
+            loop, which the constructor takes; at most :data:`REMOVAL_SETTLE_LIMIT_S`) until every report of
+            the device accepted before it was retired is committed, however long the writer's backlog.
     """
 
     def __init__(self, *, registry: Any, policy: Mapping[str, Any],
                  retention: RetentionSettings | None = None, store_path: Path | None = None,
-                 store_batch_ms: int = 50) -> None:
+                 store_batch_ms: int = 50, ingest_settled: Callable[[str], Awaitable[None]] | None = None) -> None:
         self._registry = registry
         self._retention = retention if retention is not None else RetentionSettings(policy)
         self._store_path = store_path
         self._store_batch_ms = store_batch_ms
+        self._settled = ingest_settled
+        self._loop = asyncio.get_running_loop() if ingest_settled is not None else None
         # Writes run on worker threads (off the event loop); one at a time, so two requests for one
         # device cannot interleave a check with the other's write.
         self._writes = threading.Lock()
@@ -607,12 +617,26 @@ class RegistryAdmin:
                               "it holds nothing of it", code="no_store")
 
         def settle_s() -> float:  # asked once the device is retired (a writer started since is waited for)
+            if self._settled is not None:
+                return REMOVAL_SETTLE_LIMIT_S  # the bound of the wait for the ingest's commits
             return self.removal_settle_s() if store_writer(store) is not None else 0.0
+
+        def wait(seconds: float) -> None:
+            # The other admin writes go on meanwhile (the device's row is retired; the removal's last step
+            # checks it again under the registry's write lock).
+            self._writes.release()
+            try:
+                if self._settled is None:
+                    time.sleep(seconds)
+                else:
+                    self._wait_settled(device_id, seconds)
+            finally:
+                self._writes.acquire()
 
         try:
             with self._writes:
                 rec = self._registry.remove(device_id, traces=functools.partial(device_traces, store),
-                                            settle_s=settle_s, advice=api_advice)
+                                            settle_s=settle_s, wait=wait, advice=api_advice)
         except RegistryError as exc:
             reason = exc.reason or "registry"
             if reason == "unknown_device":
@@ -623,6 +647,8 @@ class RegistryAdmin:
                 raise Unavailable(str(exc), code=reason) from None
             if reason == "key_file":  # names the file that could not be deleted (never a key); nothing removed
                 raise Unavailable(str(exc), code="registry") from None
+            if reason == "not_settled":
+                raise Unavailable(str(exc), code=reason) from None
             raise Unavailable(f"registry error ({reason})", code="registry") from None
         except StorageError as exc:
             if exc.reason in ("no_store", "not_a_store"):
@@ -630,6 +656,23 @@ class RegistryAdmin:
             raise Unavailable(f"device '{device_id}' is not removed: the report store could not be read to check "
                               f"what it holds of it ({exc.reason})", code="backend_unavailable") from None
         return {"kind": str(rec.kind), "zone": str(rec.zone)}
+
+    def _wait_settled(self, device_id: str, limit: float) -> None:
+        """On a worker thread: wait (on the gateway's loop) until every report of ``device_id`` the ingest
+        accepted is committed or failed.
+
+        Raises:
+            RegistryError: ``not_settled``: not within ``limit`` seconds (the removal puts the device back).
+        """
+        assert self._settled is not None and self._loop is not None
+        done = asyncio.run_coroutine_threadsafe(asyncio.wait_for(self._settled(device_id), limit), self._loop)
+        try:
+            done.result()
+        except TimeoutError:
+            raise RegistryError("device %s is not removed: the reports of it the gateway accepted before it was "
+                                "retired for its removal were not all committed within %g s (a long backlog or a "
+                                "slow store); it is put back as it was: try again later" % (device_id, limit),
+                                reason="not_settled", device_id=device_id) from None
 
     def retention(self) -> Mapping[str, Mapping[str, int]]:
         """Effective retention ``kind -> field -> days``."""
