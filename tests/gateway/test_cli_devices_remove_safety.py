@@ -179,9 +179,47 @@ def test_indexed_tables_are_checked_first_and_the_search_stops_at_the_first_hit(
     scans = [s for s in statements if s.startswith("SELECT EXISTS")]
     assert scans == ['SELECT EXISTS (SELECT 1 FROM "ack_floor" WHERE device = \'bin-1\')'], scans
     statements.clear()
-    assert device_traces(store, "bin-9") == []  # never heard from: every table is looked at
+    assert device_traces(store, "bin-9") == []  # never heard from: every indexed table, no scan (second review M2)
     looked = [s.split('"')[1] for s in statements if s.startswith("SELECT EXISTS")]
-    assert looked == ["ack_floor", "reports", "retired_seqs", "window_duplicates", "alarms", "chain"]
+    assert looked == ["ack_floor", "reports", "retired_seqs", "window_duplicates"]
+
+
+def test_every_table_with_a_device_column_is_indexed_on_it_or_covered(tmp_path: Path) -> None:
+    """A table added later without an index on device must be indexed, or its rows shown to imply rows of a
+    checked table (COVERED), not scanned in full on every removal unnoticed."""
+    store = tmp_path / "reports.sqlite"
+    ReportStore(store, gateway_id="gw-test").close()
+    conn = sqlite3.connect(store)
+    try:
+        indexed, others = traces_module._device_tables(conn)
+    finally:
+        conn.close()
+    assert set(others) == set(traces_module.COVERED), others
+    assert all(set(by) <= set(indexed) for by in traces_module.COVERED.values())
+
+
+def test_chain_and_alarm_rows_come_with_a_report_row_and_retention_leaves_retired_seqs(tmp_path: Path) -> None:
+    """What COVERED relies on: a stored report with an alarm writes its reports, chain and alarms rows together;
+    when retention removes the report row (its alarm goes with it, its chain entry stays), retired_seqs keeps the
+    device, so it is still found."""
+    store = tmp_path / "reports.sqlite"
+    s = ReportStore(store, gateway_id="gw-test")
+    s.insert_batch([report("bin-1", 1)._replace(a=["lid_open"])], {"bin-1": 1})
+    s.insert_batch([report("bin-2", 9)], {"bin-2": 9})  # the newest row, which retention keeps
+    conn = sqlite3.connect(store)
+    counts = {t: conn.execute("SELECT COUNT(*) FROM %s WHERE device='bin-1'" % t).fetchone()[0]
+              for t in ("reports", "chain", "alarms", "retired_seqs")}
+    assert counts == {"reports": 1, "chain": 1, "alarms": 1, "retired_seqs": 0}
+    s.apply_retention({("bin", "fill"): 1}, now=1_800_000_000.0)
+    s.close()
+    counts = {t: conn.execute("SELECT COUNT(*) FROM %s WHERE device='bin-1'" % t).fetchone()[0]
+              for t in ("reports", "chain", "alarms", "retired_seqs")}
+    assert counts == {"reports": 0, "chain": 1, "alarms": 0, "retired_seqs": 1}
+    assert device_traces(store, "bin-1") == ["ack_floor"]
+    conn.execute("DELETE FROM ack_floor WHERE device='bin-1'")  # without its ACK floor too, retired_seqs finds it
+    conn.commit()
+    conn.close()
+    assert device_traces(store, "bin-1") == ["retired_seqs"]
 
 
 def test_a_key_file_shared_with_an_id_differing_only_in_case_stays(tmp_path: Path) -> None:
