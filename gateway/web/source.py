@@ -667,8 +667,10 @@ class RegistryAdmin:
         assert self._settled is not None and self._loop is not None
         done = asyncio.run_coroutine_threadsafe(asyncio.wait_for(self._settled(device_id), limit), self._loop)
         try:
-            done.result()
-        except TimeoutError:
+            # The loop bounds it; the margin here is for a loop that stopped meanwhile (the gateway's stop).
+            done.result(timeout=limit + 5)
+        except TimeoutError:  # asyncio's and concurrent.futures' (one class since Python 3.11)
+            done.cancel()
             raise RegistryError("device %s is not removed: the reports of it the gateway accepted before it was "
                                 "retired for its removal were not all committed within %g s (a long backlog or a "
                                 "slow store); it is put back as it was: try again later" % (device_id, limit),
