@@ -131,7 +131,8 @@ def put_back(registry: Path, conn: sqlite3.Connection, device_id: str, mark: Mar
             return "it stays retired"
         raise RegistryError(
             "%s; and its registration could not be put back as it was (%s): it stays registered but retired, with "
-            "its key file; reinstate it (civicedge gateway devices reinstate %s)" % (why, exc, device_id),
+            "its key file; reinstate it (civicedge gateway devices reinstate %s, or POST "
+            "/api/admin/devices/%s/reinstate)" % (why, exc, device_id, device_id),
             reason="storage_partial", device_id=device_id) from exc
     log.warning("registry %s: the removal of device %s was stopped (%s): %s", registry, device_id, why, outcome)
     return outcome
@@ -194,7 +195,8 @@ def delete_device(registry: Path, conn: sqlite3.Connection, device_id: str, key_
                 raise RegistryError(
                     "the key file of device %s is deleted, but the deletion of its registry row could not be "
                     "committed (%s): it stays registered and retired, without its key; remove it again "
-                    "(civicedge gateway devices remove -- %s)" % (device_id, exc, shlex.quote(device_id)),
+                    "(civicedge gateway devices remove -- %s, or DELETE /api/admin/devices/%s)"
+                    % (device_id, exc, shlex.quote(device_id), device_id),
                     reason="storage_partial", device_id=device_id) from exc
         finally:
             _end(conn)

@@ -20,7 +20,7 @@ from conftest import KEYS, make_env
 import gateway.cli.devices_cmd as devices_cmd
 import gateway.storage.device_traces as traces_module
 from gateway.config.loader import load_config
-from gateway.errors import ConfigError
+from gateway.errors import ConfigError, RegistryError
 from gateway.pipeline.verify import REGISTRY_CACHE_S
 from gateway.registry import Registry
 from gateway.registry.removal import SETTLE_MARGIN_S
@@ -346,3 +346,27 @@ def test_a_device_retired_before_stays_retired_when_its_removal_is_refused(regis
     assert registry.get("bin-2") == before
 
 
+
+
+def test_a_device_that_cannot_be_put_back_stays_retired_and_the_error_says_how_to_take_it_back(
+        registry: Registry) -> None:
+    """Heard from during the wait, and the registry fails then (its connection gone): the device is left retired
+    with its key file, never removed, and storage_partial names both ways to reinstate it."""
+    calls: list[str] = []
+
+    def traces(device: str) -> list[str]:
+        calls.append(device)
+        if len(calls) == 2:
+            registry._conn.close()  # the registry's storage fails from now on
+            return ["reports"]
+        return []
+
+    with pytest.raises(RegistryError) as info:
+        registry.remove("bin-2", traces=traces)
+    assert info.value.reason == "storage_partial"
+    assert str(info.value).startswith("device bin-2 was heard from while it was being removed; and its registration "
+                                      "could not be put back as it was (")
+    assert str(info.value).endswith("it stays registered but retired, with its key file; reinstate it (civicedge "
+                                    "gateway devices reinstate bin-2, or POST /api/admin/devices/bin-2/reinstate)")
+    other = Registry(registry.path, create=False)
+    assert other.get("bin-2").retired and other.key_path("bin-2").is_file()
