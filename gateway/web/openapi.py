@@ -285,10 +285,12 @@ def _document(policy: Mapping[str, Any]) -> dict[str, Any]:
                            "file",
                 "description": "Only a device the report store holds nothing of (no report, ACK floor, replay "
                                "protection or provenance entry); one heard from is 409 `heard_from` (retire or "
-                               "revoke it), a revoked one 409 `revoked`, and nothing changes. On a running gateway "
-                               "the store is checked again after the writer's batch wait and 2 s (the answer "
-                               "takes that long): a report stored meanwhile puts the registration back (409 "
-                               "`heard_from`). Its frames are then refused as from an unknown device; `PUT` "
+                               "revoke it), a revoked one 409 `revoked`, and nothing changes. The device is retired "
+                               "first, the gateway's ingest is waited for until every report of it accepted "
+                               "before is committed (at most 30 s: else 503 `not_settled`, put back as it was), "
+                               "then the store is checked again: a report stored meanwhile puts the registration "
+                               "back (409 `heard_from`); reinstated meanwhile by another process: 409 "
+                               "`reinstated`. Its frames are then refused as from an unknown device; `PUT` "
                                "registers the id again.",
                 "tags": ["admin"], "security": _ADMIN, "parameters": [_DEVICE],
                 "responses": {"200": _ok("removed", schema={
@@ -296,12 +298,14 @@ def _document(policy: Mapping[str, Any]) -> dict[str, Any]:
                     "properties": {"device": {"type": "string"}, "removed": {"type": "boolean", "enum": [True]},
                                    "kind": {"type": "string"}, "zone": {"type": "string"}}}),
                               "400": _BAD, "401": _AUTH, "429": _THROTTLED, "404": _err("unknown device"),
-                              "409": _err("heard from (`heard_from`: the store holds rows of it) or revoked "
-                                          "(`revoked`)"),
+                              "409": _err("heard from (`heard_from`: the store holds rows of it), revoked "
+                                          "(`revoked`), or reinstated during the removal (`reinstated`)"),
                               "503": _err("no registry or store attached (`no_registry`, `no_store`), the store "
-                                          "could not be read (`backend_unavailable`), the registry failed "
-                                          "(`registry`), or the row is gone but its key file is not "
-                                          "(`storage_partial`: the message names it)")}}},
+                                          "could not be read (`backend_unavailable`), the registry failed or a "
+                                          "key file could not be deleted (`registry`), the ingest did not "
+                                          "commit the device's accepted reports within 30 s (`not_settled`: "
+                                          "put back, try again later), or the device is left retired "
+                                          "(`storage_partial`: the message says what to do)")}}},
         "/api/admin/devices/{device_id}/move": {"post": {
             "summary": "Correct or change a device's location (and zone); never its key",
             "description": "The explicit move that `PUT` refuses (409 `moved`). Only the registry row changes: "

@@ -230,11 +230,12 @@ class FleetAdmin(Protocol):
 
     def remove(self, device_id: str) -> Mapping[str, str]:
         """Delete a device registered by mistake and never heard from (the report store holds nothing of it):
-        its registry row, then its key file; return its ``kind`` and ``zone``. Blocking (it waits for the
-        gateway's writer to commit what it accepted before the row went, then checks again): call it on a
-        worker thread. Raises NotFound ``unknown_device``, Conflict ``heard_from`` or ``revoked`` (param
-        ``device_id``; nothing changed), Unavailable ``no_store``, ``backend_unavailable``, ``storage_partial``
-        or ``registry``."""
+        its registry row and key file; return its ``kind`` and ``zone``. Blocking (the device is retired, the
+        gateway's ingest is waited for until it committed what it accepted of it, then the store is checked
+        again): call it on a worker thread. Raises NotFound ``unknown_device``, Conflict ``heard_from``,
+        ``revoked`` or ``reinstated`` (param ``device_id``; nothing changed), Unavailable ``no_store``,
+        ``backend_unavailable``, ``not_settled`` (put back), ``storage_partial`` (left retired) or
+        ``registry``."""
         ...
 
     def rotate_key(self, device_id: str) -> Mapping[str, Any]:
