@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Callable, Coroutine
@@ -41,6 +42,12 @@ POISON_LOG_EVERY_S = 600.0
 # budget was 2 * bit_length before: fine at batch_max 200, at 2000 a third such report left about 250 others
 # failing unsplit with it.
 SPLIT_ISOLATES = 8
+# Wall time one batch's split may take, from its first failed attempt: past it the parts left are tried once
+# each, unsplit, as past SPLIT_ISOLATES. The worst placement of eight such reports is 64 successful commits,
+# each with an fsync (synchronous=FULL): about 0.45 s on a VM, seconds on an SD card. The writer must stay well
+# within the firmware's 5 s re-send (resend_ms, firmware/lib/civic/uplink/session.py), or the devices re-send
+# the whole batch meanwhile. A report known to fail alone is set aside and tried alone: it is not split again.
+SPLIT_TIME_S = 2.0
 # (report, commit future, link to ACK it on after the commit, or None when a handler task acks)
 Queued = tuple[Verified, "asyncio.Future[None]", "Link | None"]
 
@@ -142,7 +149,7 @@ class _Poisoned:
 @dataclass
 class _Stored:
     """What :meth:`IngestService._store_parts` made of a batch: indexes into it, committed or failed (each
-    once), the committed parts' results merged, and why parts failed."""
+    once, in batch order), the committed parts' results merged, and why parts failed."""
 
     result: BatchResult = field(default_factory=BatchResult)
     committed: list[int] = field(default_factory=list)
@@ -150,6 +157,8 @@ class _Stored:
     error: GatewayError | None = None  # the store failed (not split): the rest of the batch failed with it
     bug: Exception | None = None  # the first unexpected error
     poison: list[tuple[ReportRecord, Exception]] = field(default_factory=list)  # records failing alone
+    alone: list[int] = field(default_factory=list)  # their indexes (the same order): parts of one record failing
+    unsplit: str = ""  # why a failing part of more than one record was not split (empty: none was left so)
     floors_saved: bool = False
 
 
@@ -184,6 +193,7 @@ class IngestWriter(IngestWarnings):
         # the latest failing commit stored this many of its ``_failing_size`` reports before the store failed
         self._failing_stored = 0
         self._failing_size = 0
+        self._failing_bug = False  # ... and then a part of it failed with an unexpected error, not the store
         # Reports failing alone (the rest of their commits stored: a bug each one sets off), by (device, seq),
         # until resolved (see POISON_FORGET_S): :attr:`reports_problem`, never :attr:`store_problem`.
         self._poisoned: dict[tuple[str, int], _Poisoned] = {}
@@ -191,6 +201,7 @@ class IngestWriter(IngestWarnings):
         self._fail_log = LogLimiter(OVERLOAD_LOG_EVERY_S, log_clock)
         self._bug_log = LogLimiter(OVERLOAD_LOG_EVERY_S, log_clock)  # tracebacks of unexpected commit errors
         self._batch_settled = False  # _commit settled the batch it handles (_abandon must not again)
+        self._split_clock: Callable[[], float] = time.monotonic  # wall time for SPLIT_TIME_S (tests set it)
 
     @property
     def store_problem(self) -> str | None:
@@ -200,9 +211,11 @@ class IngestWriter(IngestWarnings):
         if not self._failing:
             return None
         if self._failing_stored:  # the store failed part way through a batch committed in parts
-            return ("report store commits failing (%d in a row; the latest stored %d of its %d reports, then the "
-                    "store failed: the others are not acknowledged): %s" % (
-                        self._failing, self._failing_stored, self._failing_size, self._failing_error))
+            return ("report store commits failing (%d in a row; the latest stored %d of its %d reports, then %s: "
+                    "the others are not acknowledged): %s" % (
+                        self._failing, self._failing_stored, self._failing_size,
+                        "a part of it failed unsplit" if self._failing_bug else "the store failed",
+                        self._failing_error))
         return "report store commits failing (%d in a row, nothing acknowledged meanwhile): %s" % (
             self._failing, self._failing_error)
 
@@ -274,15 +287,16 @@ class IngestWriter(IngestWarnings):
         if not self._batch_settled:
             self._settled(sum(1 for _, _, link in batch if link is not None))
 
-    def _commit_failed(self, size: int, exc: GatewayError, *, stored: int = 0) -> None:
+    def _commit_failed(self, size: int, exc: GatewayError, *, stored: int = 0, of: int | None = None) -> None:
         """Count a failed commit and log it, at most one line per :data:`OVERLOAD_LOG_EVERY_S` (a full
         disk fails every batch: hundreds of lines a minute), saying how many it left out. ``stored``: how
-        many reports of the batch parts committed before it failed (:attr:`store_problem` describes the
-        latest failing commit)."""
+        many reports of the batch parts committed before it failed, of ``of`` (``size + stored`` when None;
+        :attr:`store_problem` describes the latest failing commit)."""
         self._metrics.store_commit_failures.inc()
         self._failing += 1
         self._failing_error = exc
-        self._failing_stored, self._failing_size = stored, size + stored
+        self._failing_stored, self._failing_size = stored, size + stored if of is None else of
+        self._failing_bug = isinstance(exc, StorageError) and exc.reason == "internal"
         more = self._fail_log.allow()
         if more is not None:
             log.error("commit of %d report(s) failed, not acknowledging them (devices re-send): %s%s", size, exc,
@@ -292,123 +306,189 @@ class IngestWriter(IngestWarnings):
         """Commit ``records`` with ``floors``; a part failing with an unexpected error (a bug, likely set off
         by one odd record) is retried in halves, down to single records, so that record fails alone.
 
-        Parts are committed in record order. Splitting stops once :data:`SPLIT_ISOLATES` records failed
-        alone, and at most :func:`split_budget` parts are split (enough for that many wherever they are; a
-        flaky error failing a part whose halves then commit spends it too): a batch holding one such record
-        costs about ``2 * log2(n) + 1`` commits, eight in 2000 at most 143, and a bug that every record sets
-        off stops the split at the eighth (35 commits for 2000), not at ``2n - 1``. Past the eighth, the
-        parts left (at most ``log2(n)``) are each tried once, unsplit: one holding another such record
-        fails whole.
+        Records already known to fail alone (:attr:`_poisoned`: their devices re-send them every few seconds)
+        are set aside first: the others are committed as usual, then each of those is tried once, alone. So a
+        re-sent one costs the batch one attempt, not a split of every batch it lands in.
+        The others' parts are committed in record order. Splitting stops once :data:`SPLIT_ISOLATES` records
+        failed alone, once :data:`SPLIT_TIME_S` passed since the first part failed, and after at most
+        :func:`split_budget` splits (enough for that many wherever they are; a flaky error failing a part whose
+        halves then commit spends it too): a batch holding one such record costs about ``2 * log2(n) + 1``
+        commits, eight in 2000 at most 143, and a bug that every record sets off stops the split at the eighth
+        (35 commits for 2000), not at ``2n - 1``. Past that, the parts left (at most about ``log2(n)``) are
+        each tried once, unsplit: one holding another such record fails whole (:attr:`_Stored.unsplit` says why).
         A :class:`GatewayError` (a full disk, a locked or damaged store) is not about a record: not split,
         and what was not committed yet fails with it. Each failed part's transaction was rolled back by the
         store (its chain head and outbox totals in memory only move on a commit), so committing the halves
         again is safe.
         """
         out = _Stored()
-        parts = [(0, len(records))]  # a stack of [lo, hi) ranges, the lowest on top
-        splits = split_budget(len(records), SPLIT_ISOLATES) if records else 0
+        index: list[int] | None = None  # batch index of each record committed in parts (None: all, the same)
+        aside: list[int] = []
+        if self._poisoned:
+            poisoned = self._poisoned
+            aside = [i for i, rec in enumerate(records) if (rec.device, rec.seq) in poisoned]
+            if aside:
+                skip = set(aside)
+                index = [i for i in range(len(records)) if i not in skip]
+        main = records if index is None else [records[i] for i in index]
+        parts = [(0, len(main))] if main else []  # a stack of [lo, hi) ranges of main, the lowest on top
+        splits = split_budget(len(main), SPLIT_ISOLATES) if main else 0
+        split_until: float | None = None  # SPLIT_TIME_S after the first failure
         saved: dict[str, int] | None = floors  # ACK floors ride with the first part committed
+
+        def span(lo: int, hi: int) -> list[int] | range:
+            return range(lo, hi) if index is None else index[lo:hi]
+
         while parts:
             lo, hi = parts.pop()
             if out.error is not None:  # the store fails (not a record): the rest is not tried
-                out.failed.extend(range(lo, hi))
+                out.failed.extend(span(lo, hi))
                 continue
             try:
-                result = await self.run_in_store(self.store.insert_batch, records[lo:hi], saved)
+                result = await self.run_in_store(self.store.insert_batch, main[lo:hi], saved)
             except asyncio.CancelledError:
                 raise
             except GatewayError as exc:
                 out.error = exc
-                out.failed.extend(range(lo, hi))
+                out.failed.extend(span(lo, hi))
                 continue
             except Exception as exc:  # a bug, not the disk: the writer must outlive it (devices re-send)
+                now = self._split_clock()
                 if out.bug is None:
                     out.bug = exc
+                    split_until = now + SPLIT_TIME_S
                 if hi - lo == 1:
-                    out.poison.append((records[lo], exc))
-                elif splits > 0 and len(out.poison) < SPLIT_ISOLATES:
+                    out.poison.append((main[lo], exc))
+                    out.alone.extend(span(lo, hi))
+                elif splits > 0 and len(out.poison) < SPLIT_ISOLATES and split_until is not None \
+                        and now < split_until:
                     splits -= 1
                     mid = (lo + hi) // 2
                     parts += [(mid, hi), (lo, mid)]
                     continue
-                out.failed.extend(range(lo, hi))
+                elif not out.unsplit:
+                    out.unsplit = (
+                        "%d report(s) failing alone were isolated already" % len(out.poison)
+                        if len(out.poison) >= SPLIT_ISOLATES else
+                        "splitting took %.1f s already (at most %.1f s)" % (now - split_until + SPLIT_TIME_S,
+                                                                              SPLIT_TIME_S)
+                        if split_until is not None and now >= split_until else
+                        "the split's budget of %d was spent" % split_budget(len(main), SPLIT_ISOLATES))
+                out.failed.extend(span(lo, hi))
                 continue
             assert isinstance(result, BatchResult)
-            merged = out.result
-            merged.inserted += result.inserted
-            merged.duplicates += result.duplicates
-            merged.window_duplicates += result.window_duplicates
-            merged.outbox_dropped += result.outbox_dropped
-            out.committed.extend(range(lo, hi))
+            self._merge(out, result)
+            out.committed.extend(span(lo, hi))
             saved = None
+        for i in aside:  # known to fail alone: one attempt each, alone
+            if out.error is not None:
+                out.failed.append(i)
+                continue
+            try:
+                result = await self.run_in_store(self.store.insert_batch, [records[i]], saved)
+            except asyncio.CancelledError:
+                raise
+            except GatewayError as exc:
+                out.error = exc
+                out.failed.append(i)
+                continue
+            except Exception as exc:  # the bug again (or not fixed yet)
+                if out.bug is None:
+                    out.bug = exc
+                out.poison.append((records[i], exc))
+                out.alone.append(i)
+                out.failed.append(i)
+                continue
+            assert isinstance(result, BatchResult)
+            self._merge(out, result)
+            out.committed.append(i)
+            saved = None
+        if aside:  # back in batch order (ACKs and the store's results are handled in it)
+            out.committed.sort()
+            out.failed.sort()
         out.floors_saved = saved is None
         return out
 
     @staticmethod
-    def _internal(stored: _Stored, size: int) -> StorageError:
-        """The error the reports of a commit failing with an unexpected error fail with."""
+    def _merge(out: _Stored, result: BatchResult) -> None:
+        """Add a committed part's ``result`` to the batch's."""
+        merged = out.result
+        merged.inserted += result.inserted
+        merged.duplicates += result.duplicates
+        merged.window_duplicates += result.window_duplicates
+        merged.outbox_dropped += result.outbox_dropped
+
+    @staticmethod
+    def _internal(stored: _Stored, failed: int, size: int) -> StorageError:
+        """The error ``failed`` reports of a commit of ``size`` failing with an unexpected error fail with."""
         bug = stored.bug
         assert bug is not None
         error = StorageError("storing %d of %d reports failed: unexpected %s (see the traceback logged)"
-                             % (len(stored.failed), size, type(bug).__name__), reason="internal")
+                             % (failed, size, type(bug).__name__), reason="internal")
         error.__cause__ = bug
         return error
 
-    def _bug_failed(self, stored: _Stored, size: int) -> StorageError:
-        """Log an unexpected error of a commit storing nothing (or failing at the store after some parts) once
-        per burst, with the traceback (of a report that set it off alone when one was found, named by device
-        and seq), and return the error its reports fail with."""
+    def _bug_failed(self, stored: _Stored, size: int, failed: list[int]) -> StorageError:
+        """Log an unexpected error failing the reports ``failed`` of a commit of ``size`` as a failing commit
+        (it stored nothing, or a part of it failed unsplit, or the store failed after some parts) once per
+        burst, with the traceback (of a report that set it off alone when one was found, named by device and
+        seq), and return the error they fail with."""
         bug = stored.bug
         assert bug is not None
-        failed = len(stored.failed)
         more = self._bug_log.allow()
         if more is not None:
-            exc = stored.poison[0][1] if stored.poison else bug
+            alone = set(failed).intersection(stored.alone)
+            shown = [(rec, exc) for i, (rec, exc) in zip(stored.alone, stored.poison) if i in alone]
+            exc = shown[0][1] if shown else bug
             what = "commit of %d report(s)" % size
-            if stored.poison:
-                shown = stored.poison[:UNREGISTERED_NAMED]
-                what = "storing " + ", ".join("%s seq %d" % (rec.device, rec.seq) for rec, _ in shown)
-                if len(stored.poison) > len(shown):
-                    what += " and %d more" % (len(stored.poison) - len(shown))
+            if shown:
+                what = "storing " + ", ".join("%s seq %d" % (rec.device, rec.seq) for rec, _ in
+                                              shown[:UNREGISTERED_NAMED])
+                if len(shown) > UNREGISTERED_NAMED:
+                    what += " and %d more" % (len(shown) - UNREGISTERED_NAMED)
+            if stored.unsplit:
+                what += " (a part of it not split further: %s)" % stored.unsplit
             log.error("%s failed with an unexpected error (a civicedge bug: please report it with this traceback): "
                       "%d of the %d report(s) of the commit not stored or acknowledged (their devices re-send them), "
-                      "%d stored%s", what, failed, size, len(stored.committed), more_since(more, "such error(s)"),
+                      "%d stored%s", what, len(failed), size, len(stored.committed), more_since(more, "such error(s)"),
                       exc_info=(type(exc), exc, exc.__traceback__))
-        return self._internal(stored, size)
+        return self._internal(stored, len(failed), size)
 
-    def _fails_alone(self, stored: _Stored) -> bool:
-        """Whether the reports failing in ``stored`` fail by themselves (each sets off a bug) rather than the
-        commit: only unexpected errors, and the rest of the batch stored, or, the whole batch failing,
-        each failed report failing alone (the split isolated it) and known to fail alone already, but for
-        at most one new one right after a commit that stored its reports (the store works: one report's
-        re-send committed on its own, between other devices' batches, is not an outage; two new ones in a
-        row, or a bug every report sets off, are)."""
+    def _failing_alone(self, stored: _Stored) -> list[int]:
+        """The failed reports of ``stored`` that fail by themselves (each sets off a bug) rather than the commit:
+        only those failing alone (a part of one record: isolated by the split, set aside as known to, or the
+        batch's only one) with an unexpected error, and only when the store did not fail. With some of the
+        batch stored, all of those (the others' unsplit parts are failing commits); with the whole batch
+        failing, all of them when every failed report failed alone and is known to fail alone already, but for
+        at most one new one right after a commit that stored its reports (the store works: one report's re-send
+        committed on its own, between other devices' batches, is not an outage; two new ones in a row, or a bug
+        every report sets off, are), else none."""
         if stored.error is not None or stored.bug is None:
-            return False
+            return []
         if stored.committed:
-            return True
-        if len(stored.poison) != len(stored.failed):
-            return False
+            return stored.alone
+        if len(stored.alone) != len(stored.failed):
+            return []
         new = sum(1 for rec, _ in stored.poison if (rec.device, rec.seq) not in self._poisoned)
-        return new == 0 or (new == 1 and self._stored_last)
+        return stored.alone if new == 0 or (new == 1 and self._stored_last) else []
 
-    def _reports_failed(self, batch: list[Queued], stored: _Stored) -> StorageError:
-        """Note the reports of ``stored`` failing alone for :attr:`reports_problem` and log them: an ERROR with
-        the traceback at most once per :data:`POISON_LOG_EVERY_S` per device, counting its failures since
-        (its device re-sends such a report every few seconds). Counted in ``store_report_failures``, per report,
-        not in ``store_commit_failures`` (whose alert pages): not a failing commit (:attr:`store_problem`), the
-        others are stored. Returns the error they fail with."""
-        self._metrics.store_report_failures.inc(len(stored.failed))
+    def _reports_failed(self, batch: list[Queued], stored: _Stored, alone: list[int]) -> StorageError:
+        """Note the reports ``alone`` of ``stored``, failing alone, for :attr:`reports_problem` and log them: an
+        ERROR with the traceback at most once per :data:`POISON_LOG_EVERY_S` per device, counting its failures
+        since (its device re-sends such a report every few seconds). Counted in ``store_report_failures``, per
+        report, not in ``store_commit_failures`` (whose alert pages): not a failing commit
+        (:attr:`store_problem`), the others are stored. Returns the error they fail with."""
+        self._metrics.store_report_failures.inc(len(alone))
         bug = stored.bug
         assert bug is not None
-        alone = {(rec.device, rec.seq): exc for rec, exc in stored.poison}
+        errors = {(rec.device, rec.seq): exc for rec, exc in stored.poison}
         now = self._monotonic()
         self._forget_poisoned()
         logged: list[tuple[ReportRecord, Exception, int]] = []
-        for i in stored.failed:
+        for i in alone:
             rec = batch[i][0].record
             key = (rec.device, rec.seq)
-            exc = alone.get(key, bug)
+            exc = errors.get(key, bug)
             entry = self._poisoned.get(key)
             if entry is None:
                 if len(self._poisoned) >= POISON_MAX:  # bounded: the least recently failed is forgotten
@@ -434,13 +514,15 @@ class IngestWriter(IngestWarnings):
                       "reports_failing while it fails), %d report(s) committed with it stored; logged at most once "
                       "per %.0f min per device", names, len(stored.committed), POISON_LOG_EVERY_S / 60,
                       exc_info=(type(exc), exc, exc.__traceback__))
-        return self._internal(stored, len(batch))
+        return self._internal(stored, len(alone), len(batch))
 
-    def _fail(self, batch: list[Queued], failed: list[int], exc: GatewayError) -> None:
-        """Fail the reports ``batch[i]`` for ``i`` in ``failed``: not stored, not acknowledged (the device
-        re-sends them, verified again). Each device's ACK stays below its lowest failed seq while the device
-        re-sends it: a timed gap hold (devices without ``h``) counts from this failure, not from when the
-        seq above it became known, so a report that keeps failing is never acknowledged past."""
+    def _fail(self, batch: list[Queued], failed: list[int], exc: GatewayError,
+              alone: tuple[set[int], GatewayError] | None = None) -> None:
+        """Fail the reports ``batch[i]`` for ``i`` in ``failed`` with ``exc`` (those in ``alone[0]`` with
+        ``alone[1]``): not stored, not acknowledged (the device re-sends them, verified again). Each device's ACK
+        stays below its lowest failed seq while the device re-sends it: a timed gap hold (devices without ``h``)
+        counts from this failure, not from when the seq above it became known, so a report that keeps failing
+        is never acknowledged past."""
         now = self._monotonic()
         lowest: dict[str, int] = {}
         for i in failed:
@@ -450,7 +532,7 @@ class IngestWriter(IngestWarnings):
             if win.pending.get(rec.seq) is fut:
                 del win.pending[rec.seq]
             if not fut.done():
-                fut.set_exception(exc)
+                fut.set_exception(alone[1] if alone is not None and i in alone[0] else exc)
             fut.exception()  # retrieved: waiting handlers saw it via shield
             if rec.seq < lowest.get(rec.device, MAX_SEQ + 1):
                 lowest[rec.device] = rec.seq
@@ -479,17 +561,24 @@ class IngestWriter(IngestWarnings):
             raise
         if not outcome.floors_saved:
             self._keep_floors(floors)
+        commit_failed = False  # some of the batch failed as a failing commit (not failing alone)
         if outcome.failed:
-            if self._fails_alone(outcome):
-                error: GatewayError | None = self._reports_failed(batch, outcome)
+            alone = self._failing_alone(outcome)
+            if len(alone) == len(outcome.failed):
+                self._fail(batch, outcome.failed, self._reports_failed(batch, outcome, alone))
             else:
-                internal = self._bug_failed(outcome, len(batch)) if outcome.bug is not None else None
+                # A part the split left whole (or the store failing, or a bug every report sets off): its good
+                # reports are not "failing alone" (not in _poisoned, where they could push out real ones).
+                skip = set(alone)
+                rest = [i for i in outcome.failed if i not in skip] if skip else outcome.failed
+                internal = self._bug_failed(outcome, len(batch), rest) if outcome.bug is not None else None
                 error = outcome.error or internal  # a failing store says more than the bug
                 assert error is not None
-                self._commit_failed(len(outcome.failed), error, stored=len(outcome.committed))
-            assert error is not None
-            self._fail(batch, outcome.failed, error)
-        # the store works when its latest commit stored its reports (see _fails_alone)
+                commit_failed = True
+                self._commit_failed(len(rest), error, stored=len(outcome.committed), of=len(batch) - len(alone))
+                self._fail(batch, outcome.failed, error,
+                           (skip, self._reports_failed(batch, outcome, alone)) if alone else None)
+        # the store works when its latest commit stored its reports (see _failing_alone)
         self._stored_last = bool(outcome.committed) and outcome.error is None
         if not outcome.committed:
             self._batch_settled = True
@@ -500,7 +589,7 @@ class IngestWriter(IngestWarnings):
         self._metrics.reports_stored.inc(len(result.inserted))
         self._metrics.last_commit.set_to_current_time()  # also a batch of re-sent reports only (0 stored)
         self._metrics.duplicates.inc(len(result.duplicates))
-        if self._failing and outcome.error is None:  # reports stored again (some failing alone is not an outage)
+        if self._failing and not commit_failed:  # reports stored again (some failing alone is not an outage)
             log.warning("report store commits succeed again, after %d failed commit(s)", self._failing)
             self._failing, self._failing_error, self._failing_stored = 0, None, 0
             self._fail_log.reset()

@@ -4,7 +4,9 @@ Before: the budget was ``2 * len(batch).bit_length()`` splits, written for ``bat
 default since) it isolated about two reports failing alone: with a third, a part of about 250 good reports
 failed with it, unacknowledged and logged as failed (their devices re-send them). Now the budget is what any
 :data:`SPLIT_ISOLATES` (8) such reports need wherever they are in the batch, and the split stops once that
-many failed alone, so a bug every report sets off still costs few commits.
+many failed alone, so a bug every report sets off still costs few commits. Splitting one batch also stops after
+SPLIT_TIME_S (slow storage), and only the reports that failed alone are recorded and counted as such: a part
+the split left whole is a failing commit.
 """
 
 from __future__ import annotations
@@ -146,9 +148,15 @@ async def test_a_batch_of_2000_isolates_every_report_failing_alone_up_to_eight(
 
 
 async def test_past_eight_the_split_stops_and_the_rest_fails_in_its_parts(
-        rig: _Rig, monkeypatch: pytest.MonkeyPatch) -> None:
+        rig: _Rig, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
     """Nine bad reports: the first eight in record order are isolated, the ninth fails with the part it is
-    in; nothing is acknowledged past a failed report and the others are stored."""
+    in; nothing is acknowledged past a failed report and the others are stored.
+
+    Only the eight isolated ones fail alone. The ninth's part, left unsplit, is a failing commit (counted in
+    the commit failures, whose alert pages, and commits_failing until a commit stores everything again), as
+    any commit failing with a bug before the split existed. Was (review L4): its good reports were recorded as
+    failing alone too, counted as report failures (no page) and kept in the map of reports failing alone,
+    bounded at 64, where they pushed out the real ones."""
     bad = {ORDER[i] for i in (*WORST_EIGHT, 1990)}
     _poison(monkeypatch, bad)
     await rig.send_batch()
@@ -157,8 +165,57 @@ async def test_past_eight_the_split_stops_and_the_rest_fails_in_its_parts(
     assert bad <= failed and stored | failed == set(ORDER)
     assert 1 < len(failed - bad) < 250  # the ninth's part, not split further (it is no longer "an odd report")
     assert rig.commits <= 2 * split_budget(BATCH) + 1, rig.commits
-    assert rig.metrics.value("civicedge_store_report_failures_total") == len(failed)
+    isolated = {ORDER[i] for i in WORST_EIGHT}
+    assert set(rig.ingest._poisoned) == isolated  # noqa: SLF001 - only those that failed alone
+    assert rig.metrics.value("civicedge_store_report_failures_total") == len(isolated)
+    assert rig.metrics.value("civicedge_store_commit_failures_total") == 1  # the ninth's part
+    problem = rig.ingest.reports_problem
+    assert problem is not None and problem.startswith("8 report(s) fail alone"), problem
+    problem = rig.ingest.store_problem
+    assert problem is not None and problem.startswith(
+        "report store commits failing (1 in a row; the latest stored %d of its %d reports, then a part of it "
+        "failed unsplit: the others are not acknowledged): storing %d of 2000 reports failed: unexpected KeyError"
+        % (len(stored), BATCH - len(isolated), len(failed) - len(isolated))), problem
+    assert "(a part of it not split further: 8 report(s) failing alone were isolated already)" in caplog.text
     assert rig.acked == _expected_acks(failed)
+    assert _chain_count(rig) == len(stored)
+
+
+async def test_splitting_one_batch_stops_after_split_time_s_on_slow_storage(
+        rig: _Rig, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every commit attempt takes 0.25 s (a slow SD card; a clock the writer reads, moved by each attempt).
+    Was (review L3): three bad reports in 2000 were isolated at any cost, 43 attempts (about 11 s here) while
+    the devices re-send after 5 s. Now splitting stops SPLIT_TIME_S after the first failure: the parts left
+    are tried once each, and one holding a bad report fails whole, a failing commit."""
+    bad = {ORDER[i] for i in (500, 1000, 1500)}
+    _poison(monkeypatch, bad)
+    now = [0.0]
+    first_failed: list[float] = []
+    real = rig.store.insert_batch
+
+    def slow(records: list[ReportRecord], floors: dict[str, int] | None = None) -> Any:
+        now[0] += 0.25
+        try:
+            return real(records, floors)
+        except KeyError:
+            first_failed[:] = first_failed or [now[0]]
+            raise
+
+    rig.store.insert_batch = slow  # type: ignore[method-assign]
+    rig.ingest._split_clock = lambda: now[0]  # noqa: SLF001
+    await rig.send_batch()
+    spent = now[0] - first_failed[0]
+    # at most SPLIT_TIME_S of splitting, then each part left once (at most one per level of the halving)
+    assert spent < 5.0, spent  # the firmware's re-send (3.5 s here; about 11 s before)
+    assert spent <= ingest_writer.SPLIT_TIME_S + 0.25 * (BATCH.bit_length() + 1), spent
+    stored = rig.stored()
+    failed = set(ORDER) - stored
+    assert bad <= failed and len(failed) > len(bad)  # a part holding a bad report was left whole
+    assert stored and rig.acked == _expected_acks(failed)
+    assert rig.metrics.value("civicedge_store_commit_failures_total") == 1
+    assert rig.metrics.value("civicedge_store_report_failures_total") == len(rig.ingest._poisoned) < len(bad)  # noqa: SLF001
+    problem = rig.ingest.store_problem
+    assert problem is not None and "then a part of it failed unsplit" in problem, problem
     assert _chain_count(rig) == len(stored)
 
 

@@ -25,6 +25,7 @@ from gateway.errors import StorageError
 from gateway.metrics import GatewayMetrics
 from gateway.pipeline import IngestService, Link, Verifier
 from gateway.pipeline import ingest as ingest_module
+from gateway.pipeline import ingest_writer
 from gateway.protocol import parse_frame
 from gateway.registry import Registry
 from gateway.resources import load_policy
@@ -389,3 +390,68 @@ async def test_a_store_failing_after_parts_committed_says_how_many_the_latest_co
     await rig.send(("sl-1", 1))
     assert rig.ingest.store_problem == ("report store commits failing (2 in a row, nothing acknowledged meanwhile): "
                                         "storing failed: database or disk is full")
+
+
+async def test_a_report_known_to_fail_alone_is_set_aside_not_split_out_of_every_batch(
+        rig: _Rig, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Was (review L3): each re-send of a report known to fail alone, landing in a batch of others, failed that
+    batch and split it again (about 2 * log2(n) + 1 commits, each good part with an fsync). Now it is set
+    aside before the batch's first commit: one commit of the others, one attempt of it alone."""
+    _poison(monkeypatch, lambda: KeyError("a bug"))
+    await rig.send(("bin-2", 1), ("bin-2", 2), POISON, ("sl-1", 1))
+    assert rig.stored() == {("bin-2", 1), ("bin-2", 2), ("sl-1", 1)}
+    others = [("bin-1", s) for s in range(1, 5)] + [("sl-1", s) for s in range(2, 6)]
+    commits = rig.commits
+    rig.now += 5.0
+    await rig.send(*others[:4], POISON, ("bin-2", 4), *others[4:])
+    assert rig.commits == commits + 2, rig.commits - commits
+    assert rig.stored() == {("bin-2", 1), ("bin-2", 2), ("sl-1", 1), ("bin-2", 4), *others}
+    assert rig.acked == {"bin-1": 4, "bin-2": 2, "sl-1": 5}  # never past the failing one
+    assert rig.metrics.value("civicedge_store_report_failures_total") == 2
+    assert rig.metrics.value("civicedge_store_commit_failures_total") == 0
+    assert rig.ingest.store_problem is None
+    problem = rig.ingest.reports_problem
+    assert problem is not None and "bin-2 seq 3 (KeyError, failed 2 time(s) in 5 s)" in problem, problem
+
+    monkeypatch.undo()  # the bug fixed: set aside again, it commits alone after the others, in one attempt
+    commits = rig.commits
+    await rig.send(("bin-1", 5), POISON, ("bin-2", 4), ("bin-2", 5), ("sl-1", 6))
+    assert rig.commits == commits + 2
+    assert rig.acked == {"bin-1": 5, "bin-2": 5, "sl-1": 6} and POISON in rig.stored()
+    assert rig.ingest.reports_problem is None
+    assert _chain_verifies(rig) == len(rig.stored()) == 16
+
+
+async def test_only_reports_failing_alone_are_recorded_as_such_a_part_left_whole_is_a_failing_commit(
+        rig: _Rig, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    """Was (review L4): past the split's limit (here 1 report failing alone isolated per batch), the good reports
+    of a part left whole were recorded as failing alone (reports_failing, the map bounded at 64 they could fill),
+    counted as report failures and logged as failing alone: no failing commit, so no page."""
+    caplog.set_level(logging.INFO)
+    monkeypatch.setattr(ingest_writer, "SPLIT_ISOLATES", 1)
+    _poison(monkeypatch, lambda: KeyError("a bug"))
+    _poison_also(monkeypatch, ("sl-1", 3))
+    batch = [("bin-2", 1), POISON, ("bin-2", 4), ("bin-1", 1), ("sl-1", 1), ("sl-1", 2), ("sl-1", 3), ("sl-1", 4)]
+    await rig.send(*batch)
+    stored = rig.stored()
+    assert POISON not in stored and ("sl-1", 3) not in stored and ("bin-2", 1) in stored
+    left_whole = set(batch) - stored - {POISON}
+    assert ("sl-1", 3) in left_whole and len(left_whole) > 1
+    assert set(rig.ingest._poisoned) == {POISON}  # noqa: SLF001
+    assert rig.metrics.value("civicedge_store_report_failures_total") == 1
+    assert rig.metrics.value("civicedge_store_commit_failures_total") == 1  # pages: a bug it did not isolate
+    problem = rig.ingest.reports_problem
+    assert problem is not None and problem.startswith("1 report(s) fail alone") and "bin-2 seq 3" in problem
+    problem = rig.ingest.store_problem
+    assert problem is not None and "then a part of it failed unsplit" in problem, problem
+    bugs = [r.getMessage() for r in _tracebacks(caplog)]
+    assert len(bugs) == 2 and "a part of it not split further: 1 report(s) failing alone were isolated already" \
+        in bugs[0] and "bin-2 seq 3" in bugs[1], bugs
+    assert all(("sl-1 seq %d" % seq) not in bugs[1] for _, seq in left_whole)
+    assert _chain_verifies(rig) == len(stored)
+
+    monkeypatch.undo()  # the next commit storing everything ends the failing commits
+    await rig.send(*sorted(left_whole), POISON)
+    assert rig.ingest.store_problem is None and rig.ingest.reports_problem is None
+    assert "report store commits succeed again, after 1 failed commit(s)" in caplog.text
+    assert rig.stored() == set(batch)
