@@ -11,9 +11,14 @@ Guarantees (docs/protocol.md §6):
 * a report older than the replay window that is not stored is rejected (``replay``);
 * a batch whose commit fails with an unexpected error (a bug set off by one odd record) is committed
   again in halves, down to single records: only the reports setting it off fail (not acknowledged, and
-  no ACK of their device passes them while it re-sends them). A StorageError fails the batch unsplit.
-  Reports failing alone while others are stored are :attr:`IngestService.reports_problem` (a warning),
-  commits storing nothing :attr:`IngestService.store_problem` (critical). A store read failing for a
+  no ACK of their device passes them while it re-sends them), up to 8 of them per batch
+  (:data:`~gateway.pipeline.ingest_writer.SPLIT_ISOLATES`) and for at most 2 s of splitting
+  (:data:`~gateway.pipeline.ingest_writer.SPLIT_TIME_S`); past that the parts left are tried once, unsplit,
+  and a part holding another one fails whole, a failing commit. A report known to fail alone is set aside
+  and tried alone after the others (its re-sends do not split every batch they land in). A StorageError
+  fails the batch unsplit. Reports failing alone while others are stored are
+  :attr:`IngestService.reports_problem` (a warning), commits storing nothing or leaving a part whole
+  :attr:`IngestService.store_problem` (critical). A store read failing for a
   re-sent or old seq (its stored digest) leaves that report unacknowledged too, counted with the failing
   commits and logged at most once per :data:`OVERLOAD_LOG_EVERY_S`;
 * an authentic report under a committed seq whose stored frame digest differs is not a re-send (devices
