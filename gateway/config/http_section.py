@@ -28,7 +28,7 @@ def parse_http(sec: Section, base: Path) -> HttpConfig | None:
         raise sec.error("http.admin_token_file", "http.admin_token_file must not be empty (leave the key out for no"
                         " admin endpoints)", "bad_value")
     if token_file is not None:
-        token_path = base / Path(token_file).expanduser()
+        token_path = base / sec.user_path("admin_token_file", token_file)
         _admin_token_of(sec, token_path)
     listen = sec.get("listen", str, "127.0.0.1")
     check_listen(sec, listen, resolve=enabled)

@@ -32,6 +32,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from gateway.config.home import home_dir
 from gateway.config.http_section import MAX_TOKEN_UNIT as MAX_TOKEN_UNIT
 from gateway.config.http_section import MIN_TOKEN_DISTINCT as MIN_TOKEN_DISTINCT
 from gateway.config.http_section import MIN_TOKEN_LEN as MIN_TOKEN_LEN
@@ -83,12 +84,13 @@ def default_data_dir() -> Path:
     """
     base = os.environ.get("XDG_DATA_HOME")
     if not base:
-        try:
-            base = str(Path.home() / ".local" / "share")
-        except RuntimeError:
+        home = home_dir()  # an empty HOME is unset here: Python would take it and use /.local/share
+        if home is not None:
+            base = str(home / ".local" / "share")
+        else:
             raise ConfigError("no data directory for the built-in defaults: this user has no home directory "
-                              "(HOME is not set and uid %d has no passwd entry); set HOME or XDG_DATA_HOME, or "
-                              "give --config with a data_dir" % os.getuid(), reason="bad_path", key="") from None
+                              "(HOME is not set or empty and uid %d has no passwd entry); set HOME or XDG_DATA_HOME, or "
+                              "give --config with a data_dir" % os.getuid(), reason="bad_path", key="")
     return Path(base) / "civicedge" / "gateway"
 
 

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import difflib
 import ipaddress
+import os
 import re
 from pathlib import Path
 from typing import Any
 
+from gateway.config.home import expand_user
 from gateway.errors import ConfigError
 
 _HOST_LABEL = re.compile(r"(?!-)[A-Za-z0-9_-]{1,63}(?<!-)\Z")
@@ -85,7 +87,21 @@ class Section:
                      else "write \".\" for the config file's own directory")
             raise self.error("%s.%s" % (self.name, key), "%s.%s must not be empty (leave the key out for the default,"
                              " or %s)" % (self.name, key, other), "bad_value")
-        return base / Path(value).expanduser()
+        return base / self.user_path(key, value)
+
+    def user_path(self, key: str, value: str) -> Path:
+        """``value`` of ``key`` as a path, a leading ``~`` expanded (gateway.config.home); a ConfigError
+        ``bad_path`` when that home directory is not known (was a RuntimeError traceback)."""
+        path = expand_user(value)
+        if path is None:
+            if value == "~" or value.startswith("~/"):
+                why = "this user has no home directory (HOME is not set or empty and uid %d has no passwd entry)" \
+                    % os.getuid()
+            else:
+                why = "there is no such user"
+            raise self.error("%s.%s" % (self.name, key), "%s.%s = %r starts with ~ but %s: write the path out"
+                             % (self.name, key, value, why), "bad_path")
+        return path
 
 
 def is_host(text: str) -> bool:

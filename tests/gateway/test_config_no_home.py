@@ -5,6 +5,7 @@ traceback (``gateway init PATH`` since it checks a new PATH against the default 
 
 from __future__ import annotations
 
+import os
 import pwd
 from pathlib import Path
 
@@ -55,3 +56,38 @@ def test_export_log_from_a_store_without_a_home(no_home: None, tmp_path: Path,
     out = tmp_path / "chain.jsonl"
     assert main(["gateway", "export-log", "--db", str(db), "-o", str(out)]) == 0, capsys.readouterr().err
     assert out.exists()
+
+
+def test_a_config_path_under_a_missing_home_is_a_clean_error(no_home: None, tmp_path: Path) -> None:
+    from gateway.config import load_config
+
+    for section, key, value in (("gateway", "data_dir", "~/civic"), ("http", "admin_token_file", "~/admin.token")):
+        config = tmp_path / ("%s.toml" % key)
+        config.write_text('[%s]\n%s = "%s"\n' % (section, key, value), encoding="utf-8")
+        with pytest.raises(ConfigError) as caught:
+            load_config(config)
+        assert caught.value.reason == "bad_path" and caught.value.key == "%s.%s" % (section, key)
+        assert "starts with ~ but this user has no home directory" in str(caught.value)
+
+
+def test_an_unknown_users_home_is_a_clean_error(tmp_path: Path) -> None:
+    from gateway.config import load_config
+
+    config = tmp_path / "gateway.toml"
+    config.write_text('[gateway]\ndata_dir = "~no-such-user-civicedge/data"\n', encoding="utf-8")
+    with pytest.raises(ConfigError) as caught:
+        load_config(config)
+    assert caught.value.reason == "bad_path" and "there is no such user" in str(caught.value)
+
+
+def test_an_empty_home_is_unset(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Python takes HOME="" and puts ~/x at /x; the passwd entry's home is meant."""
+    monkeypatch.setenv("HOME", "")
+    monkeypatch.delenv("XDG_DATA_HOME", raising=False)
+    entry = pwd.getpwuid(os.getuid()).pw_dir
+    assert default_data_dir() == Path(entry) / ".local" / "share" / "civicedge" / "gateway"
+    from gateway.config.home import expand_user
+
+    assert expand_user("~/x") == Path(entry) / "x"
+    assert expand_user("~") == Path(entry)
+    assert expand_user("plain/x") == Path("plain/x")
