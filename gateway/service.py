@@ -197,6 +197,9 @@ class Gateway:
         # The web's store reads' findings (StoreFleetSource.store_problems: /healthz adds them itself, health()
         # for STATUS=); None while the web surface is not up.
         self._store_read_problems: Callable[[], list[Problem]] | None = None
+        # The admin API's RegistryAdmin.close: the stop waits for its writes (a device removal) before it
+        # closes the registry under them.
+        self._admin_close: Callable[[float], bool] | None = None
         self.http_port: int | None = None
 
     def retention(self) -> dict[tuple[str, str], int]:
@@ -317,6 +320,7 @@ class Gateway:
         # the stop past systemd's TimeoutStopSec; its waiters get 503 planner_stopped at once.
         app.on_shutdown.append(plan_routes.close)
         self._store_read_problems = getattr(app[CONTEXT_KEY].fleet, "store_problems", None)
+        self._admin_close = getattr(app[CONTEXT_KEY].admin, "close", None)
         # shutdown_timeout: a request still answered at stop (a client that stopped reading a CSV export) is cancelled
         # after a step, as every other part of the stop; aiohttp's default 60 s outlasted the run's grace period.
         runner = web.AppRunner(app, access_log=None, shutdown_timeout=STOP_STEP_S)
@@ -706,6 +710,13 @@ class Gateway:
         if self._web is not None:
             self._store_read_problems = None  # (its reads end with the web surface)
             await self._web.cleanup()
+        admin_close, self._admin_close = self._admin_close, None
+        if admin_close is not None and not await asyncio.to_thread(admin_close, STOP_STEP_S):
+            # The registry closes under it: a removal then fails at its next registry step, leaving the device
+            # retired for its removal at worst (a new removal or a reinstate finishes it).
+            log.warning("an admin registry write (a device removal) was still running %.0f s into the stop; "
+                        "the registry is closed anyway (see `civicedge gateway devices list` for a device left "
+                        "retired by it)", STOP_STEP_S)
         if self._queries is not None:
             self._queries.close()
         self.ingest.close()

@@ -15,7 +15,7 @@ from typing import Callable
 from rich.cells import cell_len
 
 from gateway.cli.common import EXIT_OK, add_config_arg, config_from, fail
-from gateway.cli.restore_swap import Interrupted, interruptible
+from gateway.cli.restore_swap import Interrupted, _blocked as signals_blocked, interruptible
 from gateway.errors import GatewayError, RegistryError
 from gateway.pipeline.verify import REGISTRY_CACHE_S
 from gateway.registry import DeviceRecord, Registry, key_fingerprint, read_key_file
@@ -128,7 +128,7 @@ def _registry(args: argparse.Namespace, *, create: bool = False, read_only: bool
 
 def _as_dict(rec: DeviceRecord) -> dict[str, object]:
     return {"id": rec.id, "kind": rec.kind, "zone": rec.zone, "lat": rec.lat, "lon": rec.lon,
-            "revoked": rec.revoked, "retired": rec.retired, "key_version": rec.key_version,
+            "revoked": rec.revoked, "retired": rec.retired, "removing": rec.removing, "key_version": rec.key_version,
             "key_file": str(rec.key_path)}
 
 
@@ -178,8 +178,10 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def _state(rec: DeviceRecord) -> str:
-    """The list's last column: REVOKED (it wins: a retired device may be revoked too), RETIRED or nothing."""
-    return "REVOKED" if rec.revoked else "RETIRED" if rec.retired else ""
+    """The list's last column: REVOKED (it wins: a retired device may be revoked too), RETIRED (``RETIRED
+    (removing)``: only for a removal, running or cut off) or nothing."""
+    return ("REVOKED" if rec.revoked else "RETIRED (removing)" if rec.removing else "RETIRED" if rec.retired
+            else "")
 
 
 def _columns(rows: list[tuple[str, ...]], *, minimum: tuple[int, ...]) -> list[str]:
@@ -239,6 +241,9 @@ def _key_advice(rec: DeviceRecord) -> str:
     refused for a retired or revoked id, and a retired board's key is the one it still holds."""
     if rec.revoked:
         return "it is revoked, so its frames are refused anyway (a revoked id stays revoked)"
+    if rec.removing:
+        return ("it is retired for a removal that is running or was cut off, so its frames are refused anyway; "
+                "finish the removal: civicedge gateway devices remove -- %s" % shlex.quote(rec.id))
     if rec.retired:
         return ("it is retired, so its frames are refused anyway; if its board comes back here, put its key file "
                 "back first (from a backup of the registry: the board still holds that key), then civicedge gateway "
@@ -390,7 +395,9 @@ def cmd_remove(args: argparse.Namespace) -> int:
 
         rec = reg.remove(args.device_id, traces=lambda device: device_traces(store, device,
                                                                              absent_ok=args.no_store_yet),
-                         settle_s=settle_s, wait=wait)
+                         # Its final step unlinks the key file before the row's deletion commits: Ctrl-C, SIGTERM
+                         # or SIGHUP there would leave the row without its key; they are acted on once it is done.
+                         settle_s=settle_s, wait=wait, guard=signals_blocked)
     except Interrupted as exc:
         return fail(RegistryError("removal of device %s interrupted (%s) during its wait: nothing is removed, and "
                                   "the device is put back as it was (an ERROR line above says if that failed)"

@@ -26,6 +26,7 @@ import shlex
 import sqlite3
 import stat
 import time
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -37,6 +38,7 @@ from gateway.registry.key_files import KEY_LEN as KEY_LEN, generate_key as gener
 from gateway.registry.key_files import key_fingerprint as key_fingerprint, read_key_file as read_key_file
 from gateway.registry.records import _ADDED_COLUMNS as _ADDED_COLUMNS, _COLUMNS as _COLUMNS
 from gateway.registry.records import DeviceRecord as DeviceRecord
+from gateway.registry.records import RETIRED as RETIRED, RETIRED_FOR_REMOVAL as RETIRED_FOR_REMOVAL
 from gateway.registry.values import MAX_DECIMALS as MAX_DECIMALS, decimal_text as decimal_text
 from gateway.registry.values import same_decimal as same_decimal, same_place as same_place
 from gateway.registry.values import unsigned_zero as unsigned_zero, validate_device as validate_device
@@ -592,8 +594,10 @@ class Registry:
             self._add_columns(self._conn)
         # One conditional UPDATE: two concurrent retires cannot both report success, nor a revoke slip under it.
         with _storage(self.path, "retire device %s" % device_id, device_id):
-            cur = self._conn.execute("UPDATE devices SET retired=1, updated_at=? WHERE id=? AND revoked=0 AND retired=0",
-                                     (time.time(), device_id))
+            # Also a device retired only for a removal that waits (RETIRED_FOR_REMOVAL): retired for good
+            # now, which that removal then leaves as it is (it puts back and deletes only its own mark).
+            cur = self._conn.execute("UPDATE devices SET retired=?, updated_at=? WHERE id=? AND revoked=0 AND "
+                                     "retired!=?", (RETIRED, time.time(), device_id, RETIRED))
         if cur.rowcount == 0:
             rec = self.get(device_id)
             if rec.revoked:
@@ -605,21 +609,31 @@ class Registry:
         return self.get(device_id)
 
     def reinstate(self, device_id: str) -> DeviceRecord:
-        """Take a retired device back: its frames (under the key it kept) are accepted again.
+        """Take a retired device back: its frames (under the key it kept) are accepted again. Also one retired
+        only for a removal (running: that removal then stops, ``reinstated``; or cut off).
 
         Raises:
             RegistryError: ``unknown_device``; ``revoked`` (a revoked id stays revoked); ``not_retired``
-                (the device is not retired: nothing to take back); ``storage``.
+                (the device is not retired: nothing to take back); ``key_file`` (its key file is missing or
+                unreadable, e.g. a removal cut off after deleting it: every frame would fail as
+                ``registry_unreadable``; remove the device again, or put its key file back); ``storage``.
         """
         rec = self.get(device_id)
         if rec.revoked:
             raise RegistryError("device %s is revoked; a revoked id stays revoked and is not reinstated (provision "
                                 "the board under a new id)" % device_id, reason="revoked", device_id=device_id)
-        if "retired" not in self._columns:
+        if "retired" not in self._columns or not rec.retired:
             raise RegistryError("device %s is not retired" % device_id, reason="not_retired", device_id=device_id)
+        problem = self.key_problem(device_id)
+        if problem is not None:
+            raise RegistryError("device %s is not reinstated: its key is not usable (%s), so none of its frames could "
+                                "be verified; if a removal of it was cut off after deleting its key file, remove it "
+                                "again (civicedge gateway devices remove -- %s, or DELETE /api/admin/devices/%s), "
+                                "else put its key file back" % (device_id, problem, shlex.quote(device_id), device_id),
+                                reason="key_file", device_id=device_id)
         with _storage(self.path, "reinstate device %s" % device_id, device_id):
-            cur = self._conn.execute("UPDATE devices SET retired=0, updated_at=? WHERE id=? AND revoked=0 AND retired=1",
-                                     (time.time(), device_id))
+            cur = self._conn.execute("UPDATE devices SET retired=0, updated_at=? WHERE id=? AND revoked=0 AND "
+                                     "retired!=0", (time.time(), device_id))
         if cur.rowcount == 0:
             if self.get(device_id).revoked:  # revoked by another process meanwhile
                 return self.reinstate(device_id)
@@ -629,7 +643,8 @@ class Registry:
 
     def remove(self, device_id: str, *, traces: Callable[[str], Sequence[str]],
                settle_s: float | Callable[[], float] = 0.0, wait: Callable[[float], None] = time.sleep,
-               advice: Callable[[str], str] = cli_advice) -> DeviceRecord:
+               advice: Callable[[str], str] = cli_advice,
+               guard: Callable[[], AbstractContextManager[object]] = nullcontext) -> DeviceRecord:
         """Take a device that was never heard from out of the registry (a typo'd id, a board never
         installed) with its key file; return the record it had.
 
@@ -645,13 +660,20 @@ class Registry:
         retired, so a gateway started in between is waited for), and the store checked again. Found then, or
         stopped by anything (an error, Ctrl-C, a signal that ``wait`` turns into an exception), the device's
         flag is put back as it was. Only after that are the row and the key file deleted, together, under the
-        registry's write lock (:func:`gateway.registry.removal.delete_device`). The row is never gone before
-        the end: a removal killed meanwhile leaves the device registered and retired, with its key file.
+        registry's write lock (:func:`gateway.registry.removal.delete_device`), and only while the row is as
+        the removal left it. The row is never gone before the end: a removal killed meanwhile leaves the device
+        registered and retired, with its key file. While it waits, the device is retired for the removal
+        (:data:`RETIRED_FOR_REMOVAL`); a :meth:`retire` meanwhile makes it retired for good and stops the removal
+        (``retired``), and only the removal's own mark is put back. ``guard()`` is held around the final
+        deletion: the command line blocks its signals there (the key file is unlinked before the row's deletion
+        commits; stopped in between, the row would stay without its key).
 
         Raises:
             RegistryError: ``unknown_device``; ``revoked`` (a revoked id stays revoked: its row is what refuses
                 the id for good); ``heard_from`` (the store holds something of it); ``reinstated`` (by another
-                process during the wait); ``storage`` (SQLite error); ``key_file`` (the key file could not be deleted);
+                process during the wait); ``retired`` (retired for good by another request or process during the wait:
+                it stays retired); ``changed`` (its row changed during the wait: moved, key rotated, reinstated and
+                retired again); ``storage`` (SQLite error); ``key_file`` (the key file could not be deleted);
                 nothing changed for any of these (the device's flag is put back). ``storage_partial``: the
                 device stays retired (its flag could not be put back, or its key file is deleted but the row's
                 deletion could not be committed); the message says what to do.
@@ -685,9 +707,11 @@ class Registry:
                                why="device %s was heard from while it was being removed" % device_id)
             raise heard_from_error(device_id, found, outcome=outcome, advice=advice)
         try:
-            delete_device(self.path, self._conn, device_id, self.key_path)
+            with guard():
+                delete_device(self.path, self._conn, device_id, self.key_path, mark)
         except RegistryError as exc:
-            if exc.reason in ("storage", "key_file", "revoked"):  # nothing deleted: not left retired by this removal
+            # Nothing deleted: not left retired by this removal (put_back touches only its own mark).
+            if exc.reason in ("storage", "key_file", "revoked", "changed"):
                 put_back(self.path, self._conn, device_id, mark, why=str(exc))
             raise
         finally:
@@ -916,5 +940,5 @@ class Registry:
         return DeviceRecord(
             id=dev, kind=str(row[1]), zone=str(row[2]), lat=str(row[3]), lon=str(row[4]), revoked=bool(row[5]),
             key_version=int(row[6]), created_at=float(row[7]), updated_at=float(row[8]), key_path=self.key_path(dev),
-            retired=bool(row[9]),
+            retired=bool(row[9]), removing=row[9] == RETIRED_FOR_REMOVAL,
         )

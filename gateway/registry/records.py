@@ -35,6 +35,12 @@ CREATE TABLE IF NOT EXISTS devices (
 # which fills the existing rows with the default. A registry without one is upgraded when the gateway (or
 # ``devices add``) opens it, or by the first change that needs it; until then it reads as that default.
 _ADDED_COLUMNS = (("retired", "INTEGER NOT NULL DEFAULT 0"),)
+#: Values of the ``retired`` column. Any non-zero value is retired (frames refused): every reader that reads it
+#: as a truth value (the verifier, the BLE link, the listings) refuses both. :data:`RETIRED`: by an operator
+#: (``retire``); :data:`RETIRED_FOR_REMOVAL`: by a removal while it waits, the only value its put-back and its
+#: final deletion act on, so an operator's retire meanwhile (which turns it into :data:`RETIRED`) is never undone.
+RETIRED = 1
+RETIRED_FOR_REMOVAL = 2
 
 
 @dataclass(frozen=True)
@@ -47,7 +53,11 @@ class DeviceRecord:
         key_path: file holding the key (0600).
         retired: the board left this gateway (moved to another one, or taken out of service): its frames
             are refused, never acknowledged, and it is not counted silent; its key and past reports are kept,
-            and :meth:`Registry.reinstate` takes it back.
+            and :meth:`Registry.reinstate` takes it back. Also true while :meth:`Registry.remove` waits (the
+            column holds :data:`RETIRED_FOR_REMOVAL` then: see ``removing``).
+        removing: retired only for a removal that is running or was cut off (column ``retired`` =
+            :data:`RETIRED_FOR_REMOVAL`): refused as any retired device, but a refused removal puts it back,
+            and :meth:`Registry.retire` makes it retired for good (:data:`RETIRED`).
     """
 
     id: str
@@ -61,6 +71,7 @@ class DeviceRecord:
     updated_at: float
     key_path: Path
     retired: bool = False
+    removing: bool = False
 
 
 _REGISTRY_FILES = frozenset({"keys", "devices.sqlite", "devices.sqlite-journal", "devices.sqlite-wal",

@@ -3,9 +3,12 @@ device out of service while the removal waits (``retired``), putting its flag ba
 refusal of a device that was heard from, and the final deletion of its row and key file together.
 
 The device's row is never deleted before the end: while the removal waits for a running gateway to commit what
-it accepted, the row stays, retired (frames of a retired device are refused, never acknowledged: its board
-keeps them). A removal killed meanwhile (SIGKILL, a power cut) leaves a visible retired device with its key
-file, never a lost row: run the removal again, or reinstate the device.
+it accepted, the row stays, retired for the removal (``retired`` =
+:data:`gateway.registry.records.RETIRED_FOR_REMOVAL`: frames of a retired device are refused, never
+acknowledged: its board keeps them). Only that value is put back or deleted: an operator's retire meanwhile
+makes the device retired for good (``retired`` = 1) and stops the removal. A removal killed meanwhile
+(SIGKILL, a power cut) leaves a visible retired device with its key file, never a lost row: run the removal
+again, or reinstate the device.
 
 Each step takes the registry's directory (for its messages) and its SQLite connection (autocommit, as the
 registry opens it). Keys are never read, logged nor placed in a message: only the key file's path.
@@ -24,14 +27,15 @@ from typing import Callable, Sequence
 
 from gateway.errors import RegistryError
 from gateway.private_dirs import fsync_dir
-from gateway.registry.records import _storage
+from gateway.registry.records import RETIRED, RETIRED_FOR_REMOVAL, _storage
 
 log = logging.getLogger("gateway.registry.devices")  # the registry's logger: operators filter on it
 
 #: Waited beyond a running gateway's batch wait (``[storage] batch_ms``) before a removal checks the store again:
 #: for the commit of a report the gateway accepted just before the device was retired (milliseconds on a healthy
-#: disk; a disk stalled longer is the limit docs/gateway.md names). The admin API's removal waits this
-#: (:meth:`gateway.web.source.RegistryAdmin.remove`); ``devices remove`` waits as much beyond the registry cache.
+#: disk; a disk stalled longer is the limit docs/gateway.md names). ``devices remove`` waits as much beyond the
+#: registry cache; the admin API's removal waits this only without the gateway's ingest to wait on
+#: (:meth:`gateway.web.source.RegistryAdmin.remove` with no ``ingest_settled``: an app not wired to an ingest).
 SETTLE_MARGIN_S = 2.0
 
 
@@ -61,8 +65,9 @@ def heard_from_error(device_id: str, found: Sequence[str], *, outcome: str | Non
 
 @dataclass(frozen=True)
 class Mark:
-    """What :func:`mark_removing` changed: ``set_retired`` (the device was not retired before; False: it was,
-    and stays so) at ``stamp`` (its ``updated_at`` since; ``updated_before`` before)."""
+    """What :func:`mark_removing` changed: ``set_retired`` (the device was not retired before and is now retired
+    for its removal; False: it was retired, and stays so) at ``stamp`` (its ``updated_at`` since, which
+    :func:`delete_device` requires of the row; ``updated_before`` before, the same when ``set_retired`` is False)."""
 
     set_retired: bool
     stamp: float
@@ -70,8 +75,11 @@ class Mark:
 
 
 def mark_removing(registry: Path, conn: sqlite3.Connection, device_id: str) -> Mark:
-    """Retire ``device_id`` for the time of its removal (one ``BEGIN EXCLUSIVE`` transaction), unless it is
-    retired already: a running gateway refuses its frames from then on (within its registry cache).
+    """Retire ``device_id`` for the time of its removal (``retired`` = :data:`RETIRED_FOR_REMOVAL`, in one
+    ``BEGIN EXCLUSIVE`` transaction), unless it is retired already: a running gateway refuses its frames from
+    then on. The row is updated also when it is retired already (its values unchanged): the update moves the
+    connection's change count, which empties the cache of a verifier reading this registry instance at once
+    (a device retired by another process a moment ago may still be cached as not retired).
 
     Raises:
         RegistryError: ``unknown_device`` or ``revoked`` (by another process since the first check; nothing
@@ -88,9 +96,13 @@ def mark_removing(registry: Path, conn: sqlite3.Connection, device_id: str) -> M
             if row[0]:
                 raise RegistryError("device %s is revoked; it is not removed (a revoked id stays revoked)"
                                     % device_id, reason="revoked", device_id=device_id)
-            stamp = time.time()
             if not row[1]:
-                conn.execute("UPDATE devices SET retired=1, updated_at=? WHERE id=?", (stamp, device_id))
+                stamp = time.time()
+                conn.execute("UPDATE devices SET retired=?, updated_at=? WHERE id=?",
+                             (RETIRED_FOR_REMOVAL, stamp, device_id))
+            else:  # no value changes; see the docstring
+                stamp = float(row[2])
+                conn.execute("UPDATE devices SET retired=retired WHERE id=?", (device_id,))
             conn.execute("COMMIT")
         finally:
             _end(conn)
@@ -103,8 +115,9 @@ def mark_removing(registry: Path, conn: sqlite3.Connection, device_id: str) -> M
 def put_back(registry: Path, conn: sqlite3.Connection, device_id: str, mark: Mark, *, why: str,
              interrupted: bool = False) -> str:
     """Undo :func:`mark_removing` after a removal stopped (``why``: by what, for the messages): the device
-    is no longer retired unless it was before, or another process changed it meanwhile. Returns what its
-    registration is now, in words.
+    is no longer retired unless it was before, or it is no longer retired for the removal (another process
+    or request retired it for good, reinstated or removed it meanwhile). Returns what its registration is now,
+    in words.
 
     Raises:
         RegistryError: ``storage_partial``: its flag could not be put back (the device stays retired; the
@@ -116,14 +129,20 @@ def put_back(registry: Path, conn: sqlite3.Connection, device_id: str, mark: Mar
     try:
         with _storage(registry, "put back device %s" % device_id, device_id):
             # Its updated_at goes back too, unless another process changed the row since the mark.
+            # Only the removal's own mark: a retire meanwhile (RETIRED) is the operator's and stays.
             cur = conn.execute("UPDATE devices SET retired=0, updated_at=CASE WHEN updated_at=? THEN ? ELSE "
-                               "updated_at END WHERE id=? AND retired=1", (mark.stamp, mark.updated_before, device_id))
+                               "updated_at END WHERE id=? AND retired=?",
+                               (mark.stamp, mark.updated_before, device_id, RETIRED_FOR_REMOVAL))
             if cur.rowcount:
                 outcome = "its registration is kept as it was"
-            elif conn.execute("SELECT 1 FROM devices WHERE id=?", (device_id,)).fetchone() is None:
-                outcome = "another process removed it meanwhile"
             else:
-                outcome = "another process reinstated it meanwhile; it stays registered"
+                now = conn.execute("SELECT retired FROM devices WHERE id=?", (device_id,)).fetchone()
+                if now is None:
+                    outcome = "another process removed it meanwhile"
+                elif now[0] == RETIRED:
+                    outcome = "it was retired meanwhile (by another request or process); it stays retired"
+                else:
+                    outcome = "another process reinstated it meanwhile; it stays registered"
     except RegistryError as exc:
         log.error("could not put back device %s after its removal was stopped (%s): it stays retired: %s",
                   device_id, why, exc)
@@ -138,16 +157,21 @@ def put_back(registry: Path, conn: sqlite3.Connection, device_id: str, mark: Mar
     return outcome
 
 
-def delete_device(registry: Path, conn: sqlite3.Connection, device_id: str, key_path: Callable[[str], Path]) -> None:
+def delete_device(registry: Path, conn: sqlite3.Connection, device_id: str, key_path: Callable[[str], Path],
+                  mark: Mark) -> None:
     """Delete the row of ``device_id`` and its key file together, under one ``BEGIN EXCLUSIVE`` (the write lock
     every key change takes): the row is deleted, the key file unlinked and its directory synced, then the
-    deletion committed. Only while the row is still what :func:`mark_removing` left (there, retired, not
-    revoked). A key file that is also the key file of a registered id differing only in case (one file on a
-    case-insensitive filesystem) stays. An absent key file is no error.
+    deletion committed. Only while the row is still what :func:`mark_removing` left (``mark``): there, not
+    revoked, retired (for the removal when the mark set it), and not changed since (its ``updated_at`` is the
+    mark's stamp: a device reinstated and retired again meanwhile may have had frames accepted that the
+    removal's wait did not cover). A key file that is also the key file of a registered id differing only in
+    case (one file on a case-insensitive filesystem) stays. An absent key file is no error.
 
     Raises:
-        RegistryError: ``unknown_device`` (removed by another process meanwhile), ``revoked`` or ``reinstated``
-            (by another process meanwhile; the row stays as that process left it), ``storage`` (SQLite error)
+        RegistryError: ``unknown_device`` (removed by another process meanwhile), ``revoked``, ``reinstated`` or
+            ``retired`` (by another process or request meanwhile; the row stays as that process left it),
+            ``changed`` (the row was changed meanwhile: moved, its key rotated, reinstated and retired again;
+            the caller puts it back), ``storage`` (SQLite error)
             or ``key_file`` (the key file could not be deleted): nothing deleted, the device still retired (the
             caller puts it back); ``storage_partial`` (the key file is deleted but the row's deletion could not be
             committed: the device stays registered and retired, without its key file; the message says to remove it
@@ -157,7 +181,8 @@ def delete_device(registry: Path, conn: sqlite3.Connection, device_id: str, key_
     with _storage(registry, "remove device %s" % device_id, device_id):
         conn.execute("BEGIN EXCLUSIVE")
         try:
-            row = conn.execute("SELECT revoked, retired FROM devices WHERE id=?", (device_id,)).fetchone()
+            row = conn.execute("SELECT revoked, retired, updated_at FROM devices WHERE id=?",
+                               (device_id,)).fetchone()
             if row is None:
                 raise RegistryError("device %s was removed by another process while this removal waited" % device_id,
                                     reason="unknown_device", device_id=device_id)
@@ -168,6 +193,14 @@ def delete_device(registry: Path, conn: sqlite3.Connection, device_id: str, key_
             if not row[1]:
                 raise RegistryError("device %s was reinstated by another process while it was being removed; it is "
                                     "not removed" % device_id, reason="reinstated", device_id=device_id)
+            if mark.set_retired and row[1] != RETIRED_FOR_REMOVAL:
+                raise RegistryError("device %s was retired by another request or process while it was being "
+                                    "removed; it is not removed and stays retired" % device_id, reason="retired",
+                                    device_id=device_id)
+            if float(row[2]) != mark.stamp:
+                raise RegistryError("device %s was changed by another request or process while it was being removed "
+                                    "(moved, its key rotated, or reinstated and retired again); it is not removed: "
+                                    "remove it again" % device_id, reason="changed", device_id=device_id)
             twins = [str(r[0]) for r in conn.execute("SELECT id FROM devices WHERE id = ? COLLATE NOCASE AND id != ?",
                                                      (device_id, device_id))]
             conn.execute("DELETE FROM devices WHERE id=?", (device_id,))

@@ -291,19 +291,22 @@ async def remove_device(request: web.Request) -> web.Response:
     Only a device the report store holds nothing of (no report, ACK floor, replay protection or provenance
     entry) is removed: 409 ``heard_from`` otherwise (the message names the API's retire and revoke), 409
     ``revoked`` for a revoked one (its row keeps the id refused), 404 ``unknown_device``; nothing changes then.
-    The writer may hold a report of the device accepted just before: the device is retired (its frames refused
-    from then on), the store checked again after the writer's batch wait and a margin (on a worker thread; the
-    answer takes about 2 s on a running gateway), and a report stored meanwhile puts the device back as it was
-    (409 ``heard_from``; 409 ``reinstated`` when another process reinstated it meanwhile). 503 ``registry`` naming
-    the key file when it could not be deleted (nothing removed), ``storage_partial`` when the device is left
-    retired (the message says what to do). The key is never read into the answer nor a log.
+    The writer may hold a report of the device accepted just before: the device is retired for its removal (its
+    frames refused from then on), the gateway's ingest waited for until it committed every report of the device
+    it accepted (on a worker thread; no wait when none is in flight, at most 30 s: 503 ``not_settled``, put
+    back, also when the gateway stops meanwhile), the store checked again, and a report stored meanwhile puts
+    the device back as it was (409 ``heard_from``). Changed by another request or process during the wait: 409
+    ``reinstated``, ``retired`` (a retire meanwhile stands: the device stays retired) or ``changed`` (put back).
+    503 ``registry`` naming the key file when it could not be deleted (nothing removed), ``storage_partial`` when
+    the device is left retired (the message says what to do). The key is never read into the answer nor a log.
     """
     _authorize(request)
     ctx = ctx_of(request)
     device_id = params.parse_device_id(request.match_info["device_id"], "device_id")
     await require_no_body(request)  # 400 for any body: it takes none, and a removal is irreversible
     admin = ctx.require_admin()
-    # Off the event loop: it checks the store, deletes, waits for the writer's commit and checks again.
+    # Off the event loop: it checks the store, retires the device, waits for the ingest's commits, checks the
+    # store again and deletes.
     result = dict(await asyncio.to_thread(admin.remove, device_id))
     _audit(request, "removed device %s (%s, zone %s; never heard from: its registry row and key file are deleted, "
            "its frames are refused as from an unknown device)", device_id, result["kind"], result["zone"])

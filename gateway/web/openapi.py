@@ -256,7 +256,8 @@ def _document(policy: Mapping[str, Any]) -> dict[str, Any]:
             "tags": ["admin"], "security": _ADMIN, "parameters": [_DEVICE],
             "responses": {"200": _ok("reinstated", schema=_retirement(False)), "400": _BAD, "401": _AUTH, "429": _THROTTLED, "404": _err("unknown device"),
                           "409": _err("not retired (`not_retired`) or revoked (`revoked`)"),
-                          "503": _err("no registry attached")}}},
+                          "503": _err("no registry attached, or its key file is missing or unusable (`registry`: "
+                                      "the message says what to do)")}}},
         "/api/admin/devices/{device_id}": {"put": {
             "summary": "Register a device with the key its provisioning tool generated (idempotent; never "
                        "echoes the key)",
@@ -289,8 +290,9 @@ def _document(policy: Mapping[str, Any]) -> dict[str, Any]:
                                "first, the gateway's ingest is waited for until every report of it accepted "
                                "before is committed (at most 30 s: else 503 `not_settled`, put back as it was), "
                                "then the store is checked again: a report stored meanwhile puts the registration "
-                               "back (409 `heard_from`); reinstated meanwhile by another process: 409 "
-                               "`reinstated`. Its frames are then refused as from an unknown device; `PUT` "
+                               "back (409 `heard_from`); reinstated, retired or changed meanwhile by another "
+                               "request or process: 409 `reinstated`, `retired` (the retire stands) or `changed`. "
+                               "Its frames are then refused as from an unknown device; `PUT` "
                                "registers the id again.",
                 "tags": ["admin"], "security": _ADMIN, "parameters": [_DEVICE],
                 "responses": {"200": _ok("removed", schema={
@@ -299,13 +301,14 @@ def _document(policy: Mapping[str, Any]) -> dict[str, Any]:
                                    "kind": {"type": "string"}, "zone": {"type": "string"}}}),
                               "400": _BAD, "401": _AUTH, "429": _THROTTLED, "404": _err("unknown device"),
                               "409": _err("heard from (`heard_from`: the store holds rows of it), revoked "
-                                          "(`revoked`), or reinstated during the removal (`reinstated`)"),
+                                          "(`revoked`), or reinstated, retired or changed during the removal "
+                                          "(`reinstated`, `retired`, `changed`)"),
                               "503": _err("no registry or store attached (`no_registry`, `no_store`), the store "
                                           "could not be read (`backend_unavailable`), the registry failed or a "
                                           "key file could not be deleted (`registry`), the ingest did not "
-                                          "commit the device's accepted reports within 30 s (`not_settled`: "
-                                          "put back, try again later), or the device is left retired "
-                                          "(`storage_partial`: the message says what to do)")}}},
+                                          "commit the device's accepted reports within 30 s or the gateway stopped "
+                                          "meanwhile (`not_settled`: put back, try again later), or the device "
+                                          "is left retired (`storage_partial`: the message says what to do)")}}},
         "/api/admin/devices/{device_id}/move": {"post": {
             "summary": "Correct or change a device's location (and zone); never its key",
             "description": "The explicit move that `PUT` refuses (409 `moved`). Only the registry row changes: "

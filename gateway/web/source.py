@@ -18,12 +18,14 @@ ingest pipeline also reads on the loop, is read on the loop.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import difflib
 import functools
 import threading
 import time
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Awaitable, Callable, Mapping, Sequence
+from typing import Any, Awaitable, Callable, Iterator, Mapping, Sequence
 
 from gateway.errors import RegistryError, StorageError
 from gateway.health import Problem
@@ -482,8 +484,37 @@ class RegistryAdmin:
         self._settled = ingest_settled
         self._loop = asyncio.get_running_loop() if ingest_settled is not None else None
         # Writes run on worker threads (off the event loop); one at a time, so two requests for one
-        # device cannot interleave a check with the other's write.
+        # device cannot interleave a check with the other's write (a removal lets go of it while it waits:
+        # its last step checks the row again under the registry's own write lock).
         self._writes = threading.Lock()
+        # Removals running (also while waiting, without _writes), and whether close() was called: a stop
+        # waits for them before the registry is closed under them.
+        self._removals = threading.Condition()
+        self._running_removals = 0
+        self._closed = False
+
+    @contextmanager
+    def _write(self) -> Iterator[None]:
+        """Hold the admin write lock; 503 ``registry`` once :meth:`close` was called (the gateway stops)."""
+        with self._writes:
+            if self._closed:
+                raise Unavailable("the gateway is stopping: its registry takes no admin write now", code="registry")
+            yield
+
+    def close(self, timeout_s: float) -> bool:
+        """Refuse admin writes from now on and wait (blocking, at most ``timeout_s``) for the ones running to
+        end, a device removal waiting for the ingest included: the gateway's stop calls it before it closes the
+        registry, so a removal finishes (removed, or put back) rather than failing on a closed connection.
+        Returns False when one was still running at the bound (a removal then stays as the registry closing
+        under it leaves it: retired for its removal at worst, which a new removal or a reinstate finishes)."""
+        deadline = time.monotonic() + timeout_s
+        with self._removals:
+            self._closed = True
+            ended = self._removals.wait_for(lambda: self._running_removals == 0, timeout=timeout_s)
+        if not self._writes.acquire(timeout=max(0.0, deadline - time.monotonic())):
+            return False
+        self._writes.release()
+        return ended
 
     def _record(self, device_id: str) -> Any:
         try:
@@ -506,7 +537,7 @@ class RegistryAdmin:
 
     def revoke(self, device_id: str) -> None:
         """Revoke; 409 when already revoked."""
-        with self._writes:
+        with self._write():
             self._revoke(device_id)
 
     def _revoke(self, device_id: str) -> None:
@@ -515,16 +546,18 @@ class RegistryAdmin:
         self._registry.revoke(device_id)
 
     def retire(self, device_id: str) -> None:
-        """Retire; 404 unknown, 409 ``already_retired`` or ``revoked``."""
+        """Retire (also one retired only for a removal that waits: retired for good then); 404 unknown, 409
+        ``already_retired`` or ``revoked``."""
         self._retire_or_reinstate(device_id, retire=True)
 
     def reinstate(self, device_id: str) -> None:
-        """Take a retired device back; 404 unknown, 409 ``not_retired`` or ``revoked``."""
+        """Take a retired device back; 404 unknown, 409 ``not_retired`` or ``revoked``, 503 ``registry`` when
+        its key file is missing or unusable."""
         self._retire_or_reinstate(device_id, retire=False)
 
     def _retire_or_reinstate(self, device_id: str, *, retire: bool) -> None:
         try:
-            with self._writes:
+            with self._write():
                 if retire:
                     self._registry.retire(device_id)
                 else:
@@ -535,11 +568,13 @@ class RegistryAdmin:
                 raise NotFound(f"no device '{device_id}'", code="unknown_device", param="device_id") from None
             if reason in ("already_retired", "not_retired", "revoked"):
                 raise Conflict(str(exc), code=reason, param="device_id") from None
+            if reason == "key_file":  # reinstate: says which key file and what to do (never a key)
+                raise Unavailable(str(exc), code="registry") from None
             raise Unavailable(f"registry error ({reason})", code="registry") from None
 
     def rotate_key(self, device_id: str) -> Mapping[str, Any]:
         """New key written to the registry's key file; returns its path and key version (409 when revoked)."""
-        with self._writes:
+        with self._write():
             return self._rotate_key(device_id)
 
     def _rotate_key(self, device_id: str) -> Mapping[str, Any]:
@@ -555,7 +590,7 @@ class RegistryAdmin:
         ``expect_key_sha256`` a compare-and-swap (409 ``conflict`` when another key is held, 404
         ``unknown_device`` when the id is not registered: never added)."""
         try:
-            with self._writes:
+            with self._write():
                 result = self._registry.enroll(device_id, kind=kind, zone=zone, lat=lat, lon=lon, key=key,
                                                replace=replace, expect_key_sha256=expect_key_sha256)
         except RegistryError as exc:
@@ -572,7 +607,7 @@ class RegistryAdmin:
     def move(self, device_id: str, *, lat: str, lon: str, zone: str | None) -> Mapping[str, Any]:
         """New location (and zone) of a registered device; 400 bad values, 404 unknown, 409 revoked."""
         try:
-            with self._writes:
+            with self._write():
                 before = self._registry.get(device_id)
                 rec, changed = self._registry.move(device_id, lat=lat, lon=lon, zone=zone)
         except RegistryError as exc:
@@ -588,28 +623,35 @@ class RegistryAdmin:
                 "was": {"zone": before.zone, "lat": before.lat, "lon": before.lon}}
 
     def removal_settle_s(self) -> float:
-        """How long :meth:`remove` waits after deleting the row before it checks the store again, while a
-        gateway writes the store: the writer's batch wait (``batch_ms``, 50 ms at least as the CLI counts it)
-        and :data:`gateway.registry.removal.SETTLE_MARGIN_S`. No wait for the registry cache: the gateway's
+        """How long :meth:`remove` waits, without ``ingest_settled``, after retiring the device for its removal
+        before it checks the store again, while a gateway writes the store: the writer's batch wait
+        (``batch_ms``, 50 ms at least as the CLI counts it) and :data:`gateway.registry.removal.SETTLE_MARGIN_S`. No wait for the registry cache: the gateway's
         verifier reads this registry instance, whose change empties its cache at once."""
         return max(self._store_batch_ms, 50) / 1000 + SETTLE_MARGIN_S
 
     def remove(self, device_id: str) -> Mapping[str, str]:
         """Delete a device never heard from (its registry row and key file, through
         :meth:`gateway.registry.devices.Registry.remove`, as ``devices remove``) and return its ``kind`` and
-        ``zone``; blocking (while a gateway writes the store the device is retired and :meth:`removal_settle_s`
-        waited before the second check): call it on a worker thread. One admin write at a time, the others wait.
+        ``zone``; blocking: call it on a worker thread. The device is retired for its removal, then the
+        gateway's ingest waited for until it committed every report of the device it accepted (at most
+        :data:`REMOVAL_SETTLE_LIMIT_S`; without ``ingest_settled``, :meth:`removal_settle_s` while a gateway
+        writes the store), then the store checked again and the row and key file deleted. Other admin writes
+        wait only for its checks and its deletion, not for its wait; a retire meanwhile makes the device retired
+        for good and stops the removal (409 ``retired``).
 
         Raises:
             NotFound: ``unknown_device``.
             Conflict: ``heard_from`` (the store holds rows of it, also when stored during the removal: its
-                registration is put back), ``revoked``, ``reinstated`` (by another process during the wait);
-                nothing changed.
+                registration is put back), ``revoked``, ``reinstated`` or ``retired`` (by another request or
+                process during the wait: left as that one set it), ``changed`` (its row changed during the wait:
+                put back); nothing removed.
             Unavailable: ``no_store`` (no report store attached to check, or the file there is none),
                 ``backend_unavailable`` (the store could not be read; nothing changed), ``storage_partial`` (the
                 device stays retired: its flag could not be put back, or its key file is deleted but its row
                 is not: the message says what to do), ``registry`` (the registry's own storage failed, or the
-                key file could not be deleted: the message names it; nothing changed).
+                key file could not be deleted: the message names it; nothing changed; or the gateway is
+                stopping), ``not_settled`` (the ingest's commits did not come within the bound, or the gateway's
+                loop stopped meanwhile: put back).
         """
         store = self._store_path
         if store is None:
@@ -633,15 +675,17 @@ class RegistryAdmin:
             finally:
                 self._writes.acquire()
 
+        with self._removals:
+            self._running_removals += 1
         try:
-            with self._writes:
+            with self._write():
                 rec = self._registry.remove(device_id, traces=functools.partial(device_traces, store),
                                             settle_s=settle_s, wait=wait, advice=api_advice)
         except RegistryError as exc:
             reason = exc.reason or "registry"
             if reason == "unknown_device":
                 raise NotFound(f"no device '{device_id}'", code="unknown_device", param="device_id") from None
-            if reason in ("heard_from", "revoked", "reinstated"):
+            if reason in ("heard_from", "revoked", "reinstated", "retired", "changed"):
                 raise Conflict(str(exc), code=reason, param="device_id") from None
             if reason == "storage_partial":  # says what was done and what is left to do by hand
                 raise Unavailable(str(exc), code=reason) from None
@@ -655,6 +699,10 @@ class RegistryAdmin:
                 raise Unavailable(f"device '{device_id}' is not removed: {exc}", code="no_store") from None
             raise Unavailable(f"device '{device_id}' is not removed: the report store could not be read to check "
                               f"what it holds of it ({exc.reason})", code="backend_unavailable") from None
+        finally:
+            with self._removals:
+                self._running_removals -= 1
+                self._removals.notify_all()
         return {"kind": str(rec.kind), "zone": str(rec.zone)}
 
     def _wait_settled(self, device_id: str, limit: float) -> None:
@@ -662,19 +710,37 @@ class RegistryAdmin:
         accepted is committed or failed.
 
         Raises:
-            RegistryError: ``not_settled``: not within ``limit`` seconds (the removal puts the device back).
+            RegistryError: ``not_settled``: not within ``limit`` seconds, or the loop stopped (closed, or the
+                wait cancelled by its shutdown) before (the removal puts the device back).
         """
         assert self._settled is not None and self._loop is not None
-        done = asyncio.run_coroutine_threadsafe(asyncio.wait_for(self._settled(device_id), limit), self._loop)
+        settled = self._settled(device_id)
+        waiting = asyncio.wait_for(settled, limit)
+        try:
+            done = asyncio.run_coroutine_threadsafe(waiting, self._loop)
+        except RuntimeError:  # the loop is closed: nothing could be waited for
+            waiting.close()  # both never awaited: closed quietly, not left to a RuntimeWarning
+            if asyncio.iscoroutine(settled):
+                settled.close()
+            raise self._not_settled(device_id, "the gateway's event loop stopped before it could be waited "
+                                               "for") from None
         try:
             # The loop bounds it; the margin here is for a loop that stopped meanwhile (the gateway's stop).
             done.result(timeout=limit + 5)
         except TimeoutError:  # asyncio's and concurrent.futures' (one class since Python 3.11)
             done.cancel()
-            raise RegistryError("device %s is not removed: the reports of it the gateway accepted before it was "
-                                "retired for its removal were not all committed within %g s (a long backlog or a "
-                                "slow store); it is put back as it was: try again later" % (device_id, limit),
-                                reason="not_settled", device_id=device_id) from None
+            raise self._not_settled(device_id, "the reports of it the gateway accepted before it was retired for "
+                                               "its removal were not all committed within %g s (a long backlog or a "
+                                               "slow store)" % limit) from None
+        except (concurrent.futures.CancelledError, asyncio.CancelledError):  # the loop's shutdown cancelled it
+            raise self._not_settled(device_id, "the gateway's event loop stopped (it is shutting down) while the "
+                                               "removal waited for its commits") from None
+
+    @staticmethod
+    def _not_settled(device_id: str, why: str) -> RegistryError:
+        """The ``not_settled`` refusal: ``why`` the wait for the ingest's commits ended without them."""
+        return RegistryError("device %s is not removed: %s; it is put back as it was: try again later"
+                             % (device_id, why), reason="not_settled", device_id=device_id)
 
     def retention(self) -> Mapping[str, Mapping[str, int]]:
         """Effective retention ``kind -> field -> days``."""

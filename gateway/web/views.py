@@ -233,9 +233,9 @@ class FleetAdmin(Protocol):
         its registry row and key file; return its ``kind`` and ``zone``. Blocking (the device is retired, the
         gateway's ingest is waited for until it committed what it accepted of it, then the store is checked
         again): call it on a worker thread. Raises NotFound ``unknown_device``, Conflict ``heard_from``,
-        ``revoked`` or ``reinstated`` (param ``device_id``; nothing changed), Unavailable ``no_store``,
-        ``backend_unavailable``, ``not_settled`` (put back), ``storage_partial`` (left retired) or
-        ``registry``."""
+        ``revoked``, ``reinstated``, ``retired`` or ``changed`` (param ``device_id``; nothing removed),
+        Unavailable ``no_store``, ``backend_unavailable``, ``not_settled`` (put back), ``storage_partial``
+        (left retired) or ``registry``."""
         ...
 
     def rotate_key(self, device_id: str) -> Mapping[str, Any]:

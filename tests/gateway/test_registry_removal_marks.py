@@ -1,0 +1,207 @@
+"""A removal's own mark (third review M1, L1, L2, L3): the device is retired *for the removal* (``retired`` = 2)
+while it waits, and only that mark is put back or deleted. An operator's retire meanwhile stands; the mark moves
+the connection's change count also for a device retired already; a row changed during the wait is not deleted;
+a reinstate never takes back a device without its key; signals wait for the command line's final deletion."""
+
+from __future__ import annotations
+
+import signal
+import sqlite3
+from pathlib import Path
+from types import FrameType
+from typing import Callable
+
+import pytest
+from conftest import make_env
+
+import gateway.registry.removal as removal
+from gateway.errors import RegistryError
+from gateway.registry import Registry
+from gateway.registry.records import RETIRED, RETIRED_FOR_REMOVAL
+from gateway.storage import ReportStore
+from hil.cli.main import main
+
+
+def _column(reg: Registry, device: str) -> int:
+    """The raw ``retired`` column of ``device``, read beside the registry."""
+    conn = sqlite3.connect(reg.path / "devices.sqlite")
+    try:
+        return int(conn.execute("SELECT retired FROM devices WHERE id=?", (device,)).fetchone()[0])
+    finally:
+        conn.close()
+
+
+def _during_wait(reg: Registry, act: Callable[[Registry], None]) -> Callable[[str], list[str]]:
+    """``traces`` for :meth:`Registry.remove` that runs ``act`` (through another Registry instance, as another
+    process) between the mark and the second check: the removal's wait."""
+    calls: list[str] = []
+
+    def traces(device: str) -> list[str]:
+        calls.append(device)
+        if len(calls) == 2:
+            other = Registry(reg.path, create=False)
+            try:
+                act(other)
+            finally:
+                other.close()
+        return []
+    return traces
+
+
+def test_the_removal_marks_the_device_retired_for_it_and_lists_it_so(registry: Registry) -> None:
+    seen: list[tuple[int, bool, bool]] = []
+
+    def look(other: Registry) -> None:
+        rec = other.get("bin-2")
+        seen.append((_column(registry, "bin-2"), rec.retired, rec.removing))
+
+    registry.remove("bin-2", traces=_during_wait(registry, look))
+    assert seen == [(RETIRED_FOR_REMOVAL, True, True)]  # refused as retired; shown as a removal's
+    assert registry.lookup("bin-2") is None
+
+
+def test_a_retire_during_the_wait_answers_as_a_retire_stops_the_removal_and_stands(registry: Registry) -> None:
+    """M1: before, the retire was refused (already_retired) and then undone by the removal's put-back (or, with
+    nothing stored, the device deleted under it)."""
+    answers: list[bool] = []
+
+    def retire(other: Registry) -> None:
+        answers.append(other.retire("bin-2").retired)  # no already_retired: a real retire
+
+    with pytest.raises(RegistryError) as info:
+        registry.remove("bin-2", traces=_during_wait(registry, retire))
+    assert answers == [True]
+    assert info.value.reason == "retired"
+    assert str(info.value) == ("device bin-2 was retired by another request or process while it was being removed; "
+                               "it is not removed and stays retired")
+    rec = registry.get("bin-2")
+    assert rec.retired and not rec.removing and _column(registry, "bin-2") == RETIRED
+    assert registry.key_path("bin-2").is_file()
+
+
+def test_a_retire_during_the_wait_stays_when_the_device_was_heard_from_meanwhile(registry: Registry) -> None:
+    """M1: the put-back after heard_from leaves an operator's retire as it is."""
+    calls: list[str] = []
+
+    def traces(device: str) -> list[str]:
+        calls.append(device)
+        if len(calls) == 2:
+            other = Registry(registry.path, create=False)
+            other.retire("bin-2")
+            other.close()
+            return ["reports"]
+        return []
+
+    with pytest.raises(RegistryError) as info:
+        registry.remove("bin-2", traces=traces)
+    assert info.value.reason == "heard_from"
+    assert "(it was retired meanwhile (by another request or process); it stays retired)" in str(info.value)
+    assert registry.get("bin-2").retired and _column(registry, "bin-2") == RETIRED
+
+
+def test_a_removal_stopped_puts_back_only_its_own_mark(registry: Registry) -> None:
+    with pytest.raises(RegistryError) as info:
+        registry.remove("bin-2", traces=lambda device: [], wait=_fail, settle_s=1.0)
+    assert info.value.reason == "storage"
+    assert _column(registry, "bin-2") == 0 and not registry.get("bin-2").retired
+
+
+def _fail(seconds: float) -> None:
+    raise RegistryError("the wait failed", reason="storage")
+
+
+def test_marking_a_device_retired_already_moves_the_change_count(registry: Registry) -> None:
+    """L1: a verifier reading this instance empties its cache when the change count moves. A device retired by
+    another process a moment ago may be cached as not retired; before, the mark ran no UPDATE for it."""
+    other = Registry(registry.path, create=False)
+    other.retire("bin-2")
+    other.close()
+    before = registry.changes
+    mark = removal.mark_removing(registry.path, registry._conn, "bin-2")
+    assert registry.changes > before
+    assert not mark.set_retired and mark.stamp == mark.updated_before == registry.get("bin-2").updated_at
+    assert _column(registry, "bin-2") == RETIRED  # unchanged: the operator's retire
+
+
+@pytest.mark.parametrize("retired_before", [False, True])
+def test_a_row_reinstated_and_marked_by_another_removal_meanwhile_is_not_deleted(
+        registry: Registry, retired_before: bool) -> None:
+    """L2: reinstated and then retired again (by another removal, or a retire) during the wait: frames accepted
+    while it was reinstated were not waited for. Before, the removal deleted it (it checked only 'retired')."""
+    if retired_before:
+        registry.retire("bin-2")
+
+    def again(other: Registry) -> None:
+        other.reinstate("bin-2")
+        if retired_before:
+            other.retire("bin-2")
+        else:
+            removal.mark_removing(other.path, other._conn, "bin-2")
+
+    with pytest.raises(RegistryError) as info:
+        registry.remove("bin-2", traces=_during_wait(registry, again))
+    assert info.value.reason == "changed"
+    assert "was changed by another request or process while it was being removed" in str(info.value)
+    assert registry.lookup("bin-2") is not None and registry.key_path("bin-2").is_file()
+    assert registry.get("bin-2").retired is retired_before  # another removal's mark is put back too (see put_back)
+
+
+def test_a_device_moved_during_the_wait_is_not_deleted_and_is_put_back(registry: Registry) -> None:
+    """L2: its row changed (moved) while it waited; the removal's mark is put back."""
+    with pytest.raises(RegistryError) as info:
+        registry.remove("bin-2", traces=_during_wait(
+            registry, lambda other: other.move("bin-2", lat="52.1", lon="4.1")))
+    assert info.value.reason == "changed"
+    rec = registry.get("bin-2")
+    assert not rec.retired and rec.lat == "52.1" and registry.key_path("bin-2").is_file()
+
+
+def test_reinstate_refuses_a_device_whose_key_file_is_gone(registry: Registry) -> None:
+    """L3: a removal cut off after unlinking the key file, before its commit, leaves the row retired without its
+    key. Before, reinstate took it back: every frame of it then failed as registry_unreadable."""
+    removal.mark_removing(registry.path, registry._conn, "bin-2")
+    registry.key_path("bin-2").unlink()
+    with pytest.raises(RegistryError) as info:
+        registry.reinstate("bin-2")
+    assert info.value.reason == "key_file"
+    assert str(info.value).startswith("device bin-2 is not reinstated: its key is not usable (")
+    assert "remove it again (civicedge gateway devices remove -- bin-2, or DELETE /api/admin/devices/bin-2)" in \
+        str(info.value)
+    assert registry.get("bin-2").retired
+    registry.remove("bin-2", traces=lambda device: [])  # the re-run finishes it
+    assert registry.lookup("bin-2") is None
+
+
+class _Hup(Exception):
+    """Raised by the test's SIGHUP handler."""
+
+
+def test_a_signal_during_the_command_lines_final_deletion_waits_until_it_committed(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """L3: the key file is unlinked (and its directory synced) before the row's deletion commits. Before, a
+    signal there stopped the command in between: the row stayed (retired) without its key file."""
+    config = make_env(tmp_path)
+    ReportStore(tmp_path / "data" / "reports.sqlite", gateway_id="gw-test").close()
+    registry = tmp_path / "data" / "registry"
+    real_sync = removal.fsync_dir
+
+    def sync_then_signal(path: Path) -> None:  # between the unlink and the COMMIT
+        real_sync(path)
+        signal.raise_signal(signal.SIGHUP)
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        raise _Hup()
+
+    monkeypatch.setattr(removal, "fsync_dir", sync_then_signal)
+    old = signal.signal(signal.SIGHUP, handler)
+    try:
+        with pytest.raises(_Hup):  # acted on once the deletion is done
+            main(["gateway", "devices", "--config", str(config), "remove", "bin-2"])
+    finally:
+        signal.signal(signal.SIGHUP, old)
+    assert not (registry / "keys" / "bin-2.key").exists()
+    reg = Registry(registry, create=False)
+    try:
+        assert reg.lookup("bin-2") is None  # both gone together
+    finally:
+        reg.close()
