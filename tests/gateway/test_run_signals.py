@@ -25,9 +25,9 @@ def test_a_stop_signal_drains_checkpoints_and_exits_0(tmp_path: Path, sig: signa
             try:
                 dev.wait_ack("bin-1", 3, timeout=3.0)
                 break
-            except AssertionError:
+            except AssertionError as exc:
                 if attempt == 4:
-                    raise
+                    raise AssertionError("%s; the gateway's log:\n%s" % (exc, gw.logs())) from None
         assert gw.proc is not None
         gw.proc.send_signal(sig)
         assert gw.proc.wait(20) == 0, gw.logs()
