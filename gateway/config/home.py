@@ -28,8 +28,12 @@ def expand_user(text: str) -> Path | None:
     """``text`` as a path, a leading ``~`` (or ``~/``) the home directory and ``~user`` that user's; None
     when it starts with one of them and that home is not known."""
     if text == "~" or text.startswith("~/"):
+        if os.environ.get("HOME"):
+            return Path(os.path.expanduser(text))  # exactly as before (``~//x`` is $HOME/x, not /x)
         home = home_dir()
-        return None if home is None else home / text[2:]
+        if home is None:
+            return None
+        return Path(str(home).rstrip("/") + text[1:] or "/")  # as os.path.expanduser joins it
     if text.startswith("~"):
         expanded = os.path.expanduser(text)  # ~user from the passwd file; unchanged when no such user
         return None if expanded.startswith("~") else Path(expanded)

@@ -91,3 +91,23 @@ def test_an_empty_home_is_unset(monkeypatch: pytest.MonkeyPatch, tmp_path: Path)
     assert expand_user("~/x") == Path(entry) / "x"
     assert expand_user("~") == Path(entry)
     assert expand_user("plain/x") == Path("plain/x")
+
+
+@pytest.mark.parametrize("text", ["~", "~/", "~/x", "~//x", "~///etc/passwd", "~/a/../b", "x/~/y", "/abs", "rel"])
+def test_with_a_home_paths_expand_as_python_does(text: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No change for a user with a home: ``~//x`` stays under it (joining ``/x`` onto it would give /x)."""
+    from gateway.config.home import expand_user
+
+    monkeypatch.setenv("HOME", "/home/someone")
+    assert expand_user(text) == Path(os.path.expanduser(text))
+
+
+@pytest.mark.parametrize("text", ["~", "~/x", "~//x"])
+def test_with_an_empty_home_paths_are_under_the_passwd_home(text: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    from gateway.config.home import expand_user
+
+    entry = pwd.getpwuid(os.getuid()).pw_dir
+    monkeypatch.setenv("HOME", entry)
+    expected = Path(os.path.expanduser(text))
+    monkeypatch.setenv("HOME", "")
+    assert expand_user(text) == expected
