@@ -19,7 +19,7 @@ from gateway.cli.restore_swap import Interrupted, _blocked as signals_blocked, i
 from gateway.errors import GatewayError, RegistryError
 from gateway.pipeline.verify import REGISTRY_CACHE_S
 from gateway.registry import DeviceRecord, Registry, key_fingerprint, read_key_file
-from gateway.registry.removal import SETTLE_MARGIN_S
+from gateway.registry.removal import SETTLE_MARGIN_S, keyless_advice
 from gateway.storage.device_traces import device_traces
 from gateway.storage.store_files import store_writer
 from gateway.web.revocation import REINSTATED_OPEN_DATA, RETIRED_OPEN_DATA, REVOKED_OPEN_DATA
@@ -305,7 +305,8 @@ def cmd_reinstate(args: argparse.Namespace) -> int:
     print("reinstated %s: its frames are accepted again" % rec.id)
     print("open data: %s" % REINSTATED_OPEN_DATA)
     if problem is not None:
-        print("warning: device %s cannot authenticate its frames: %s" % (rec.id, problem), file=sys.stderr)
+        print("warning: device %s cannot authenticate its frames: %s" % (rec.id, keyless_advice(rec.id, problem)),
+              file=sys.stderr)
     return EXIT_OK
 
 

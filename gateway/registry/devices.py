@@ -44,7 +44,8 @@ from gateway.registry.values import same_decimal as same_decimal, same_place as 
 from gateway.registry.values import unsigned_zero as unsigned_zero, validate_device as validate_device
 from gateway.registry.key_files import (_SECURED_WARNINGS, _check_key, _key_file_problem, _key_mode_problem,
                                         _secure_key_file_outcome)
-from gateway.registry.removal import cli_advice, delete_device, heard_from_error, mark_removing, put_back
+from gateway.registry.removal import (cli_advice, delete_device, heard_from_error, keyless_advice, mark_removing,
+                                      put_back)
 from gateway.registry.records import _READ_ONLY, _SCHEMA, _check_place_of, _disk_hint, _locked, _read_only, _storage
 from gateway.registry.values import _validate_device
 from gateway.registry.zones import normalize_zone
@@ -610,13 +611,14 @@ class Registry:
 
     def reinstate(self, device_id: str) -> DeviceRecord:
         """Take a retired device back: its frames (under the key it kept) are accepted again. Also one retired
-        only for a removal (running: that removal then stops, ``reinstated``; or cut off).
+        only for a removal (running: that removal then stops, ``reinstated``; or cut off). A device without a
+        usable key (a removal cut off after deleting its key file, a key file lost) is taken back all the same
+        (the field tools' repair re-keys it once reinstated), with a WARNING saying so and what to do
+        (:func:`gateway.registry.removal.keyless_advice`): none of its frames can be verified meanwhile.
 
         Raises:
             RegistryError: ``unknown_device``; ``revoked`` (a revoked id stays revoked); ``not_retired``
-                (the device is not retired: nothing to take back); ``key_file`` (its key file is missing or
-                unreadable, e.g. a removal cut off after deleting it: every frame would fail as
-                ``registry_unreadable``; remove the device again, or put its key file back); ``storage``.
+                (the device is not retired: nothing to take back); ``storage``.
         """
         rec = self.get(device_id)
         if rec.revoked:
@@ -624,13 +626,6 @@ class Registry:
                                 "the board under a new id)" % device_id, reason="revoked", device_id=device_id)
         if "retired" not in self._columns or not rec.retired:
             raise RegistryError("device %s is not retired" % device_id, reason="not_retired", device_id=device_id)
-        problem = self.key_problem(device_id)
-        if problem is not None:
-            raise RegistryError("device %s is not reinstated: its key is not usable (%s), so none of its frames could "
-                                "be verified; if a removal of it was cut off after deleting its key file, remove it "
-                                "again (civicedge gateway devices remove -- %s, or DELETE /api/admin/devices/%s), "
-                                "else put its key file back" % (device_id, problem, shlex.quote(device_id), device_id),
-                                reason="key_file", device_id=device_id)
         with _storage(self.path, "reinstate device %s" % device_id, device_id):
             cur = self._conn.execute("UPDATE devices SET retired=0, updated_at=? WHERE id=? AND revoked=0 AND "
                                      "retired!=0", (time.time(), device_id))
@@ -639,6 +634,9 @@ class Registry:
                 return self.reinstate(device_id)
             raise RegistryError("device %s is not retired" % device_id, reason="not_retired", device_id=device_id)
         log.info("reinstated device %s", device_id)
+        problem = self.key_problem(device_id)
+        if problem is not None:
+            log.warning("reinstated device %s: %s", device_id, keyless_advice(device_id, problem))
         return self.get(device_id)
 
     def remove(self, device_id: str, *, traces: Callable[[str], Sequence[str]],

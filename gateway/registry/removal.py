@@ -51,6 +51,16 @@ def api_advice(device_id: str) -> str:
             "compromised, revoke it (POST /api/admin/devices/%s/revoke)" % (device_id, device_id))
 
 
+def keyless_advice(device_id: str, problem: str) -> str:
+    """What a device taken back without a usable key (``problem``: what is wrong with its key file, naming the
+    file, never a key) means and what to do, in both the command line's and the admin API's words."""
+    return ("its key is not usable (%s): none of its frames can be verified (registry_unreadable) until it has one. "
+            "If a removal of it was cut off after deleting its key file, remove it again (civicedge gateway devices "
+            "remove -- %s, or DELETE /api/admin/devices/%s); else put its key file back (from a backup of the "
+            "registry), or give its board a new key (civicedge provision ... --force --take-over, docs/field.md)"
+            % (problem, shlex.quote(device_id), device_id))
+
+
 def heard_from_error(device_id: str, found: Sequence[str], *, outcome: str | None = None,
                      advice: Callable[[str], str] = cli_advice) -> RegistryError:
     """The refusal (``heard_from``) of removing a device the report store holds something of (in the

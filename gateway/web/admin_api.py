@@ -369,16 +369,22 @@ async def retire_device(request: web.Request) -> web.Response:
 @_audited
 async def reinstate_device(request: web.Request) -> web.Response:
     """Take a retired device back: its frames are accepted (and acknowledged) again, under the key it kept, and
-    its entity is back in the open-data listings (``open_data``: :data:`gateway.web.revocation.REINSTATED_OPEN_DATA`)."""
+    its entity is back in the open-data listings (``open_data``: :data:`gateway.web.revocation.REINSTATED_OPEN_DATA`).
+    ``warning`` (only then): its key is not usable (a removal cut off after deleting its key file, a key file
+    lost): none of its frames can be verified; it says what to do (never the key)."""
     _authorize(request)
     ctx = ctx_of(request)
     device_id = params.parse_device_id(request.match_info["device_id"], "device_id")
     await require_no_body(request)  # 400 for any body: it takes none, and acting anyway may be irreversible
     admin = ctx.require_admin()
-    await asyncio.to_thread(admin.reinstate, device_id)  # 404 unknown_device, 409 not_retired / revoked
-    _audit(request, "reinstated device %s (its frames are accepted again; open data: %s)", device_id,
-           REINSTATED_OPEN_DATA)
-    return json_response({"device": device_id, "retired": False, "open_data": REINSTATED_OPEN_DATA})
+    # 404 unknown_device, 409 not_retired / revoked; a warning when its key is not usable (a removal cut off)
+    warning = await asyncio.to_thread(admin.reinstate, device_id)
+    _audit(request, "reinstated device %s (its frames are accepted again; open data: %s)%s", device_id,
+           REINSTATED_OPEN_DATA, "" if warning is None else "; but %s" % warning)
+    answer = {"device": device_id, "retired": False, "open_data": REINSTATED_OPEN_DATA}
+    if warning is not None:
+        answer["warning"] = warning
+    return json_response(answer)
 
 
 MOVE_KEYS = ("lat", "lon", "zone")

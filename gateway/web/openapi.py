@@ -32,7 +32,10 @@ def _retirement(retired: bool) -> dict[str, Any]:
         "device": {"type": "string"}, "retired": {"type": "boolean", "enum": [retired]},
         "open_data": {"type": "string", "description": "what becomes of the device's public data: its entity "
                       + ("leaves the open-data listings, its past rows stay in the CSV until their retention ends"
-                         if retired else "is back in the open-data listings")}}}
+                         if retired else "is back in the open-data listings")},
+        **({} if retired else {"warning": {"type": "string", "description": "only when the device has no usable "
+                                           "key (a removal cut off after deleting its key file): none of its "
+                                           "frames can be verified; what to do"}})}}
 
 
 def _err(description: str) -> dict[str, Any]:
@@ -256,8 +259,7 @@ def _document(policy: Mapping[str, Any]) -> dict[str, Any]:
             "tags": ["admin"], "security": _ADMIN, "parameters": [_DEVICE],
             "responses": {"200": _ok("reinstated", schema=_retirement(False)), "400": _BAD, "401": _AUTH, "429": _THROTTLED, "404": _err("unknown device"),
                           "409": _err("not retired (`not_retired`) or revoked (`revoked`)"),
-                          "503": _err("no registry attached, or its key file is missing or unusable (`registry`: "
-                                      "the message says what to do)")}}},
+                          "503": _err("no registry attached")}}},
         "/api/admin/devices/{device_id}": {"put": {
             "summary": "Register a device with the key its provisioning tool generated (idempotent; never "
                        "echoes the key)",

@@ -29,7 +29,7 @@ from typing import Any, Awaitable, Callable, Iterator, Mapping, Sequence
 
 from gateway.errors import RegistryError, StorageError
 from gateway.health import Problem
-from gateway.registry.removal import SETTLE_MARGIN_S, api_advice
+from gateway.registry.removal import SETTLE_MARGIN_S, api_advice, keyless_advice
 from gateway.storage.device_traces import device_traces
 from gateway.storage.queries import ReportQueries
 from gateway.storage.store_files import store_writer
@@ -550,10 +550,12 @@ class RegistryAdmin:
         ``already_retired`` or ``revoked``."""
         self._retire_or_reinstate(device_id, retire=True)
 
-    def reinstate(self, device_id: str) -> None:
-        """Take a retired device back; 404 unknown, 409 ``not_retired`` or ``revoked``, 503 ``registry`` when
-        its key file is missing or unusable."""
+    def reinstate(self, device_id: str) -> str | None:
+        """Take a retired device back; 404 unknown, 409 ``not_retired`` or ``revoked``. Returns a warning when
+        its key is not usable (none of its frames can be verified: what to do), else None."""
         self._retire_or_reinstate(device_id, retire=False)
+        problem = self._registry.key_problem(device_id)
+        return None if problem is None else keyless_advice(device_id, problem)
 
     def _retire_or_reinstate(self, device_id: str, *, retire: bool) -> None:
         try:
@@ -568,8 +570,6 @@ class RegistryAdmin:
                 raise NotFound(f"no device '{device_id}'", code="unknown_device", param="device_id") from None
             if reason in ("already_retired", "not_retired", "revoked"):
                 raise Conflict(str(exc), code=reason, param="device_id") from None
-            if reason == "key_file":  # reinstate: says which key file and what to do (never a key)
-                raise Unavailable(str(exc), code="registry") from None
             raise Unavailable(f"registry error ({reason})", code="registry") from None
 
     def rotate_key(self, device_id: str) -> Mapping[str, Any]:

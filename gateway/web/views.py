@@ -223,9 +223,10 @@ class FleetAdmin(Protocol):
         Raises NotFound ``unknown_device``, Conflict ``already_retired`` or ``revoked`` (param ``device_id``)."""
         ...
 
-    def reinstate(self, device_id: str) -> None:
-        """Take a retired device back: its frames are accepted again. Raises NotFound ``unknown_device``,
-        Conflict ``not_retired`` or ``revoked`` (param ``device_id``)."""
+    def reinstate(self, device_id: str) -> str | None:
+        """Take a retired device back: its frames are accepted again. Returns a warning (what to do) when its
+        key is not usable, else None. Raises NotFound ``unknown_device``, Conflict ``not_retired`` or
+        ``revoked`` (param ``device_id``)."""
         ...
 
     def remove(self, device_id: str) -> Mapping[str, str]:

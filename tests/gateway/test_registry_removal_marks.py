@@ -156,19 +156,26 @@ def test_a_device_moved_during_the_wait_is_not_deleted_and_is_put_back(registry:
     assert not rec.retired and rec.lat == "52.1" and registry.key_path("bin-2").is_file()
 
 
-def test_reinstate_refuses_a_device_whose_key_file_is_gone(registry: Registry) -> None:
+def test_reinstate_of_a_device_whose_key_file_is_gone_warns_what_to_do(
+        registry: Registry, caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture[str]) -> None:
     """L3: a removal cut off after unlinking the key file, before its commit, leaves the row retired without its
-    key. Before, reinstate took it back: every frame of it then failed as registry_unreadable."""
+    key. Before, reinstate took it back silently (the log) or with a bare 'cannot authenticate' (the command):
+    every frame of it then failed as registry_unreadable with a 'data directory moved?' ERROR. It is still taken
+    back (the field tools re-key a reinstated device), with the ways out."""
     removal.mark_removing(registry.path, registry._conn, "bin-2")
     registry.key_path("bin-2").unlink()
-    with pytest.raises(RegistryError) as info:
-        registry.reinstate("bin-2")
-    assert info.value.reason == "key_file"
-    assert str(info.value).startswith("device bin-2 is not reinstated: its key is not usable (")
-    assert "remove it again (civicedge gateway devices remove -- bin-2, or DELETE /api/admin/devices/bin-2)" in \
-        str(info.value)
-    assert registry.get("bin-2").retired
-    registry.remove("bin-2", traces=lambda device: [])  # the re-run finishes it
+    with caplog.at_level("WARNING", logger="gateway.registry.devices"):
+        assert registry.reinstate("bin-2").retired is False
+    advice = "remove it again (civicedge gateway devices remove -- bin-2, or DELETE /api/admin/devices/bin-2)"
+    assert [r.getMessage() for r in caplog.records if "reinstated device bin-2: its key is not usable (no key file "
+            "at %s)" % registry.key_path("bin-2") in r.getMessage() and advice in r.getMessage()]
+    registry.retire("bin-2")
+    assert main(["gateway", "devices", "--registry", str(registry.path), "reinstate", "bin-2"]) == 0
+    err = " ".join(capsys.readouterr().err.split())
+    assert "warning: device bin-2 cannot authenticate its frames: its key is not usable (no key file at" in err
+    assert advice in err and "--force --take-over" in err
+    registry.retire("bin-2")
+    registry.remove("bin-2", traces=lambda device: [])  # removing it again finishes it
     assert registry.lookup("bin-2") is None
 
 

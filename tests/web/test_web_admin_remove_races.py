@@ -195,18 +195,23 @@ async def test_close_waits_for_a_removal_in_its_wait_then_refuses_admin_writes(
     assert not fleet.registry.get("sl-02").retired
 
 
-async def test_reinstate_refuses_a_device_whose_key_file_is_gone(gateway_client: TestClient, fleet: Fleet) -> None:
+async def test_reinstate_of_a_device_whose_key_file_is_gone_answers_a_warning(
+        gateway_client: TestClient, fleet: Fleet) -> None:
     """L3: a removal cut off between deleting the key file and committing leaves the row retired without its key.
-    Before, reinstate answered 200: every frame of the device then failed as registry_unreadable."""
+    Before, reinstate answered a plain 200: every frame of the device then failed as registry_unreadable."""
     resp = await gateway_client.post(PATH % "sl-03" + "/retire", headers=admin_headers())
     assert resp.status == 200, await resp.text()
+    resp = await gateway_client.post(PATH % "sl-03" + "/reinstate", headers=admin_headers())
+    assert resp.status == 200 and "warning" not in await resp.json()  # a usable key: no warning
+    await gateway_client.post(PATH % "sl-03" + "/retire", headers=admin_headers())
     fleet.registry.key_path("sl-03").unlink()
     resp = await gateway_client.post(PATH % "sl-03" + "/reinstate", headers=admin_headers())
-    error = (await resp.json())["error"]
-    assert resp.status == 503 and error["code"] == "registry", error
-    assert error["message"].startswith("device sl-03 is not reinstated: its key is not usable (")
-    assert "DELETE /api/admin/devices/sl-03" in error["message"]
-    assert fleet.registry.get("sl-03").retired
+    body = await resp.json()
+    assert resp.status == 200 and body["retired"] is False, body
+    assert body["warning"].startswith("its key is not usable (no key file at ")
+    assert "remove it again (civicedge gateway devices remove -- sl-03, or DELETE /api/admin/devices/sl-03)" in \
+        body["warning"]
+    assert "key" not in {k for k in body if k != "warning"}
 
 
 def test_close_returns_false_at_its_bound(tmp_path: Path) -> None:

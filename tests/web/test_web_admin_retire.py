@@ -139,6 +139,8 @@ async def test_the_retire_and_reinstate_answers_are_the_ones_openapi_describes(c
         answer = await resp.json()
         schema = doc["paths"]["/api/admin/devices/{device_id}/%s" % action]["post"]["responses"]["200"][
             "content"]["application/json"]["schema"]
-        assert resp.status == 200 and set(answer) == set(schema["required"]) == set(schema["properties"])
+        assert resp.status == 200 and set(answer) == set(schema["required"])
+        # The reinstate's warning comes only with a device without a usable key (test_web_admin_remove_races).
+        assert set(schema["properties"]) == set(schema["required"]) | (set() if retired else {"warning"})
         assert schema["properties"]["retired"]["enum"] == [answer["retired"]] == [retired]
         assert all(isinstance(answer[k], str) for k in ("device", "open_data"))
