@@ -4,13 +4,14 @@ printed."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import re
 import shlex
 import sys
 import time
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 from rich.cells import cell_len
 
@@ -375,9 +376,25 @@ def _interruptible_sleep(seconds: float, announce: Callable[[], None]) -> None:
         time.sleep(seconds)
 
 
+def _signal_name(exc: BaseException) -> str:
+    """The signal an interruption came from, for the messages."""
+    return "SIGINT" if isinstance(exc, KeyboardInterrupt) else str(exc)
+
+
 def cmd_remove(args: argparse.Namespace) -> int:
     """Remove a device the report store holds nothing of: its registry row and key file. One heard from is
     refused (``heard_from``), pointing to retire and revoke."""
+    final: list[str] = []  # "begun", then "done": how far its final deletion went
+
+    @contextlib.contextmanager
+    def final_step() -> Iterator[None]:
+        # It unlinks the key file before the row's deletion commits: Ctrl-C, SIGTERM or SIGHUP there would leave
+        # the row without its key. They are held until it is done, then end the command (below).
+        final.append("begun")
+        with interruptible(), signals_blocked():
+            yield
+            final.append("done")
+
     try:
         reg = _registry(args)  # first: a registry that is not there is no_registry, whatever else is missing
         store, batch_ms = _removal_store(args)
@@ -396,10 +413,21 @@ def cmd_remove(args: argparse.Namespace) -> int:
 
         rec = reg.remove(args.device_id, traces=lambda device: device_traces(store, device,
                                                                              absent_ok=args.no_store_yet),
-                         # Its final step unlinks the key file before the row's deletion commits: Ctrl-C, SIGTERM
-                         # or SIGHUP there would leave the row without its key; they are acted on once it is done.
-                         settle_s=settle_s, wait=wait, guard=signals_blocked)
-    except Interrupted as exc:
+                         settle_s=settle_s, wait=wait, guard=final_step)
+    except (Interrupted, KeyboardInterrupt) as exc:
+        if not final:
+            if isinstance(exc, KeyboardInterrupt):
+                raise
+        elif final[-1] == "done":
+            print("removed %s: its registry row and key file are deleted; the interruption (%s) that came during "
+                  "that last step was held until it was done" % (args.device_id, _signal_name(exc)))
+            return EXIT_OK
+        else:
+            return fail(RegistryError("removal of device %s interrupted (%s) in its final step, which failed: "
+                                      "nothing is removed; it stays retired for its removal: run remove again, or "
+                                      "reinstate it" % (args.device_id, _signal_name(exc)), reason="interrupted",
+                                      device_id=args.device_id))
+        assert isinstance(exc, Interrupted)
         return fail(RegistryError("removal of device %s interrupted (%s) during its wait: nothing is removed, and "
                                   "the device is put back as it was (an ERROR line above says if that failed)"
                                   % (args.device_id, exc), reason="interrupted", device_id=args.device_id))

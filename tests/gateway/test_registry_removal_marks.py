@@ -179,12 +179,13 @@ def test_reinstate_of_a_device_whose_key_file_is_gone_warns_what_to_do(
     assert registry.lookup("bin-2") is None
 
 
-class _Hup(Exception):
-    """Raised by the test's SIGHUP handler."""
+class _Signalled(Exception):
+    """Raised by the test's own handler (what the command does without one of its own)."""
 
 
+@pytest.mark.parametrize("signum", [signal.SIGHUP, signal.SIGTERM])
 def test_a_signal_during_the_command_lines_final_deletion_waits_until_it_committed(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], signum: int) -> None:
     """L3: the key file is unlinked (and its directory synced) before the row's deletion commits. Before, a
     signal there stopped the command in between: the row stayed (retired) without its key file."""
     config = make_env(tmp_path)
@@ -194,18 +195,20 @@ def test_a_signal_during_the_command_lines_final_deletion_waits_until_it_committ
 
     def sync_then_signal(path: Path) -> None:  # between the unlink and the COMMIT
         real_sync(path)
-        signal.raise_signal(signal.SIGHUP)
+        signal.raise_signal(signum)
 
     def handler(signum: int, frame: FrameType | None) -> None:
-        raise _Hup()
+        raise _Signalled()
 
     monkeypatch.setattr(removal, "fsync_dir", sync_then_signal)
-    old = signal.signal(signal.SIGHUP, handler)
+    old = signal.signal(signum, handler)  # never the default action (it would end the test's process)
     try:
-        with pytest.raises(_Hup):  # acted on once the deletion is done
-            main(["gateway", "devices", "--config", str(config), "remove", "bin-2"])
+        assert main(["gateway", "devices", "--config", str(config), "remove", "bin-2"]) == 0
     finally:
-        signal.signal(signal.SIGHUP, old)
+        signal.signal(signum, old)
+    assert capsys.readouterr().out == (
+        "removed bin-2: its registry row and key file are deleted; the interruption (%s) that came during that "
+        "last step was held until it was done\n" % signal.Signals(signum).name)
     assert not (registry / "keys" / "bin-2.key").exists()
     reg = Registry(registry, create=False)
     try:
