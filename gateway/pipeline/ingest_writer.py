@@ -42,11 +42,19 @@ POISON_LOG_EVERY_S = 600.0
 # budget was 2 * bit_length before: fine at batch_max 200, at 2000 a third such report left about 250 others
 # failing unsplit with it.
 SPLIT_ISOLATES = 8
-# Wall time one batch's split may take, from its first failed attempt: past it the parts left are tried once
-# each, unsplit, as past SPLIT_ISOLATES. The worst placement of eight such reports is 64 successful commits,
-# each with an fsync (synchronous=FULL): about 0.45 s on a VM, seconds on an SD card. The writer must stay well
-# within the firmware's 5 s re-send (resend_ms, firmware/lib/civic/uplink/session.py), or the devices re-send
-# the whole batch meanwhile. A report known to fail alone is set aside and tried alone: it is not split again.
+# Wall time from a batch's first failed attempt after which no part is split further once a first report
+# failing alone is isolated: the parts left are then tried once each, unsplit, as past SPLIT_ISOLATES. The worst
+# placement of eight such reports is 64 successful commits, each with an fsync (synchronous=FULL): about 0.45 s
+# on a VM, seconds on an SD card, past the firmware's 5 s re-send (resend_ms, firmware/lib/civic/uplink/
+# session.py; the devices then re-send the batch meanwhile, answered as duplicates once stored). It bounds the
+# splitting, not the commit: the first report is isolated whatever it costs (two attempts per level of the
+# halving, 23 for 2000: else on slow storage none would be, nothing set aside, and every batch would fail a part
+# whole), and the attempt running at the limit, the parts left (one per level at most) and one attempt per
+# report set aside come on top. Simulated for 2000 (tests/gateway/test_ingest_set_aside_parts.py's fake store,
+# worst of one to eight bad reports placed at random, and of a bug every report sets off): at 3 ms an attempt
+# 0.42 s, 0.05 s 2.45 s, 0.1 s 3.1 s, 0.25 s 5.75 s, 0.5 s 11.5 s, 1 s 23 s (the first isolation). Failing the
+# parts left untried would bound it further, but fail good reports that one cheap attempt stores: not done.
+# A report known to fail alone is set aside and tried alone: it is not split again.
 SPLIT_TIME_S = 2.0
 # (report, commit future, link to ACK it on after the commit, or None when a handler task acks)
 Queued = tuple[Verified, "asyncio.Future[None]", "Link | None"]
@@ -310,7 +318,8 @@ class IngestWriter(IngestWarnings):
         are set aside first: the others are committed as usual, then each of those is tried once, alone. So a
         re-sent one costs the batch one attempt, not a split of every batch it lands in.
         The others' parts are committed in record order. Splitting stops once :data:`SPLIT_ISOLATES` records
-        failed alone, once :data:`SPLIT_TIME_S` passed since the first part failed, and after at most
+        failed alone, once :data:`SPLIT_TIME_S` passed since the first part failed and a first record failed
+        alone (or the halving's depth of splits found none: a bug no single record sets off), and after at most
         :func:`split_budget` splits (enough for that many wherever they are; a flaky error failing a part whose
         halves then commit spends it too): a batch holding one such record costs about ``2 * log2(n) + 1``
         commits, eight in 2000 at most 143, and a bug that every record sets off stops the split at the eighth
@@ -334,6 +343,9 @@ class IngestWriter(IngestWarnings):
         parts = [(0, len(main))] if main else []  # a stack of [lo, hi) ranges of main, the lowest on top
         splits = split_budget(len(main), SPLIT_ISOLATES) if main else 0
         split_until: float | None = None  # SPLIT_TIME_S after the first failure
+        # splits allowed past split_until before the first record failed alone: the halving's depth (the lowest
+        # failing part is split first, so one record failing alone is isolated within that many)
+        free = len(main).bit_length()
         saved: dict[str, int] | None = floors  # ACK floors ride with the first part committed
 
         def span(lo: int, hi: int) -> list[int] | range:
@@ -361,8 +373,13 @@ class IngestWriter(IngestWarnings):
                     out.poison.append((main[lo], exc))
                     out.alone.extend(span(lo, hi))
                 elif splits > 0 and len(out.poison) < SPLIT_ISOLATES and split_until is not None \
-                        and now < split_until:
+                        and (now < split_until or (not out.poison and free > 0)):
+                    # Until the first record is isolated the time limit does not stop the split (at most
+                    # ``free`` splits, the depth of the halving): else on slow storage not even one such record
+                    # would be, nothing would be set aside next time, and every batch would fail a part whole.
                     splits -= 1
+                    if not out.poison:
+                        free -= 1
                     mid = (lo + hi) // 2
                     parts += [(mid, hi), (lo, mid)]
                     continue

@@ -185,8 +185,9 @@ async def test_splitting_one_batch_stops_after_split_time_s_on_slow_storage(
         rig: _Rig, monkeypatch: pytest.MonkeyPatch) -> None:
     """Every commit attempt takes 0.25 s (a slow SD card; a clock the writer reads, moved by each attempt).
     Was (review L3): three bad reports in 2000 were isolated at any cost, 43 attempts (about 11 s here) while
-    the devices re-send after 5 s. Now splitting stops SPLIT_TIME_S after the first failure: the parts left
-    are tried once each, and one holding a bad report fails whole, a failing commit."""
+    the devices re-send after 5 s. Now splitting stops SPLIT_TIME_S after the first failure once a first bad
+    report is isolated (that one at any cost up to the halving's depth, see the single-report test below): the
+    parts left are tried once each, and one holding another bad report fails whole, a failing commit."""
     bad = {ORDER[i] for i in (500, 1000, 1500)}
     _poison(monkeypatch, bad)
     now = [0.0]
@@ -205,18 +206,45 @@ async def test_splitting_one_batch_stops_after_split_time_s_on_slow_storage(
     rig.ingest._split_clock = lambda: now[0]  # noqa: SLF001
     await rig.send_batch()
     spent = now[0] - first_failed[0]
-    # at most SPLIT_TIME_S of splitting, then each part left once (at most one per level of the halving)
-    assert spent < 5.0, spent  # the firmware's re-send (3.5 s here; about 11 s before)
-    assert spent <= ingest_writer.SPLIT_TIME_S + 0.25 * (BATCH.bit_length() + 1), spent
+    # The first isolation (two attempts per level of the halving: 5.0 s here, at ORDER[500]), or SPLIT_TIME_S of
+    # splitting, the attempt running then and each part left once (at most one per level): about 11 s before.
+    depth = BATCH.bit_length()
+    assert spent <= max(0.25 * 2 * depth, ingest_writer.SPLIT_TIME_S + 0.25 * (depth + 1)), spent
     stored = rig.stored()
     failed = set(ORDER) - stored
     assert bad <= failed and len(failed) > len(bad)  # a part holding a bad report was left whole
     assert stored and rig.acked == _expected_acks(failed)
     assert rig.metrics.value("civicedge_store_commit_failures_total") == 1
     assert rig.metrics.value("civicedge_store_report_failures_total") == len(rig.ingest._poisoned) < len(bad)  # noqa: SLF001
+    assert set(rig.ingest._poisoned) == {ORDER[500]}  # noqa: SLF001 - the first is isolated, then the time is up
     problem = rig.ingest.store_problem
     assert problem is not None and "then a part of it failed unsplit" in problem, problem
     assert _chain_count(rig) == len(stored)
+
+
+async def test_one_report_failing_alone_is_isolated_and_recorded_on_slow_storage(
+        rig: _Rig, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every commit attempt 0.25 s, one bad report at ORDER[1234]. Was (review M1): the split stopped 2 s after
+    the first failure before reaching it, 63 reports failed whole (62 good), a failing commit (it pages), and
+    nothing was recorded, so the next batch split and failed the same way. Now the first one is isolated at any
+    cost up to two attempts per level of the halving (23 here, 5.75 s), recorded and set aside next time."""
+    bad = ORDER[1234]
+    _poison(monkeypatch, {bad})
+    now = [0.0]
+    real = rig.store.insert_batch
+
+    def slow(records: list[ReportRecord], floors: dict[str, int] | None = None) -> Any:
+        now[0] += 0.25
+        return real(records, floors)
+
+    rig.store.insert_batch = slow  # type: ignore[method-assign]
+    rig.ingest._split_clock = lambda: now[0]  # noqa: SLF001
+    await rig.send_batch()
+    assert rig.stored() == set(ORDER) - {bad} and rig.acked == _expected_acks({bad})
+    assert set(rig.ingest._poisoned) == {bad}  # noqa: SLF001 - recorded: set aside in the next batch
+    assert rig.metrics.value("civicedge_store_report_failures_total") == 1
+    assert rig.metrics.value("civicedge_store_commit_failures_total") == 0 and rig.ingest.store_problem is None
+    assert rig.commits <= 2 * BATCH.bit_length() + 1 and now[0] <= 0.25 * rig.commits, (rig.commits, now[0])
 
 
 async def test_a_bug_every_report_of_2000_sets_off_stops_the_split_at_eight(
