@@ -16,7 +16,7 @@ from typing import Callable, Iterator
 from rich.cells import cell_len
 
 from gateway.cli.common import EXIT_OK, add_config_arg, config_from, fail
-from gateway.cli.restore_swap import Interrupted, _blocked as signals_blocked, interruptible
+from gateway.cli.restore_swap import Interrupted, interruptible, signals_blocked
 from gateway.errors import GatewayError, RegistryError
 from gateway.pipeline.verify import REGISTRY_CACHE_S
 from gateway.registry import DeviceRecord, Registry, key_fingerprint, read_key_file

@@ -62,7 +62,7 @@ class Swap:
 
     def step(self, what: str, do: Callable[[], object], undo: Callable[[], None] | None) -> None:
         """Run ``do`` and record ``undo`` with the signals blocked: an interrupt comes before or after both."""
-        with _blocked():
+        with signals_blocked():
             do()
             if undo is not None:
                 self.undo.append((what, undo))
@@ -70,7 +70,7 @@ class Swap:
     def rollback(self) -> list[str]:
         """Undo every step in reverse order, signals blocked; the problems met (each names what is where)."""
         problems = []
-        with _blocked():
+        with signals_blocked():
             for what, undo in reversed(self.undo):
                 try:
                     undo()
@@ -81,7 +81,9 @@ class Swap:
 
 
 @contextlib.contextmanager
-def _blocked() -> Iterator[None]:
+def signals_blocked() -> Iterator[None]:
+    """SIGINT, SIGTERM and SIGHUP are held meanwhile and delivered after (in the main thread only): for a
+    step that must not be cut in half, such as a rename pair or a deletion and its commit."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
