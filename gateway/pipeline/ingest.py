@@ -12,8 +12,9 @@ Guarantees (docs/protocol.md §6):
 * a batch whose commit fails with an unexpected error (a bug set off by one odd record) is committed
   again in halves, down to single records: only the reports setting it off fail (not acknowledged, and
   no ACK of their device passes them while it re-sends them), up to 8 of them per batch
-  (:data:`~gateway.pipeline.ingest_writer.SPLIT_ISOLATES`) and for at most 2 s of splitting
-  (:data:`~gateway.pipeline.ingest_writer.SPLIT_TIME_S`); past that the parts left are tried once, unsplit,
+  (:data:`~gateway.pipeline.ingest_writer.SPLIT_ISOLATES`) and for at most 2 s of splitting once a first
+  one is isolated (:data:`~gateway.pipeline.ingest_writer.SPLIT_TIME_S`; that first one at any cost, down
+  to the halving's depth); past that the parts left are tried once, unsplit,
   and a part holding another one fails whole, a failing commit. A report known to fail alone is set aside
   and tried alone after the others (its re-sends do not split every batch they land in). A StorageError
   fails the batch unsplit. Reports failing alone while others are stored are
