@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import sqlite3
 import threading
 import time
 from pathlib import Path
@@ -16,6 +15,7 @@ import aiohttp
 import pytest
 from aiohttp.test_utils import TestClient
 
+from .removal_support import PATH, WIN, registered, retired, stored
 from .support import ADMIN_TOKEN, Fleet, admin_headers, pty_gateway_config
 from gateway.protocol.frame import FRAME_REPORT, build_frame
 from gateway.registry import Registry
@@ -26,38 +26,6 @@ from gateway.storage import ReportStore
 from gateway.storage.device_traces import device_traces
 from gateway.web.errors import Unavailable
 from gateway.web.source import RegistryAdmin
-
-WIN = {"t": "win", "k": "streetlight", "w": 1795260600, "l": 900, "m": {"lux": 10}}
-PATH = "/api/admin/devices/%s"
-
-
-def _count(fleet: Fleet, device: str) -> int:
-    """Reports of ``device`` in the store (its own read-only connection)."""
-    conn = sqlite3.connect("file:%s?mode=ro" % fleet.queries.db_path, uri=True)
-    try:
-        return int(conn.execute("SELECT COUNT(*) FROM reports WHERE device=?", (device,)).fetchone()[0])
-    finally:
-        conn.close()
-
-
-def _retired(fleet: Fleet, device: str) -> bool:
-    """Whether the registry holds ``device`` retired, as committed (read through a connection of its own)."""
-    other = Registry(fleet.registry.path, create=False)
-    try:
-        rec = other.lookup(device)
-        return rec is not None and rec.retired
-    finally:
-        other.close()
-
-
-def _registered(fleet: Fleet, device: str) -> bool:
-    """Whether the registry holds ``device`` as committed (read through a connection of its own)."""
-    other = Registry(fleet.registry.path, create=False)
-    try:
-        return other.lookup(device) is not None
-    finally:
-        other.close()
-
 
 async def _listed(client: TestClient) -> set[str]:
     resp = await client.get("/api/admin/devices", headers=admin_headers())
@@ -77,7 +45,7 @@ async def test_a_device_never_heard_from_is_removed_with_its_key_file_and_can_be
     assert resp.status == 200, text
     assert await resp.json() == {"device": "sl-03", "removed": True, "kind": "streetlight", "zone": "north"}
     assert fleet.registry.lookup("sl-03") is None and not key_file.exists()
-    assert not _registered(fleet, "sl-03")  # committed, seen by any process
+    assert not registered(fleet, "sl-03")  # committed, seen by any process
     assert "sl-03" not in await _listed(client) and "sl-01" in await _listed(client)
     audit = [r for r in caplog.records if r.getMessage().startswith("admin API: removed device sl-03")]
     assert len(audit) == 1 and audit[0].levelno == logging.WARNING
@@ -109,8 +77,8 @@ async def test_a_device_with_stored_reports_is_refused_and_nothing_changes(
     caplog.set_level(logging.WARNING, logger="gateway.web")
     before = fleet.registry.get("sl-01")
     key_bytes = fleet.registry.key_path("sl-01").read_bytes()
-    stored = _count(fleet, "sl-01")
-    assert stored > 0
+    count = stored(fleet, "sl-01")
+    assert count > 0
     resp = await client.delete(PATH % "sl-01", headers=admin_headers())
     assert resp.status == 409
     error = (await resp.json())["error"]
@@ -122,7 +90,7 @@ async def test_a_device_with_stored_reports_is_refused_and_nothing_changes(
                                      "revoke)"), error["message"]
     assert fleet.registry.get("sl-01") == before
     assert fleet.registry.key_path("sl-01").read_bytes() == key_bytes
-    assert _count(fleet, "sl-01") == stored
+    assert stored(fleet, "sl-01") == count
     assert "sl-01" in await _listed(client)
     assert any(r.getMessage().startswith("admin API: refused DELETE /api/admin/devices/{device_id} (device sl-01): "
                                          "409 heard_from, param device_id") for r in caplog.records), caplog.text
@@ -175,13 +143,13 @@ async def test_a_report_committed_during_the_removal_puts_the_registration_back_
     removal = asyncio.ensure_future(client.delete(PATH % "sl-03", headers=admin_headers()))
     loop = asyncio.get_running_loop()
     deadline = loop.time() + 10
-    while not _retired(fleet, "sl-03"):  # the device is retired (its frames refused from now on)...
+    while not retired(fleet, "sl-03"):  # the device is retired (its frames refused from now on)...
         assert loop.time() < deadline and not removal.done()
         await asyncio.sleep(0.005)
-    assert _registered(fleet, "sl-03")  # its row stays
+    assert registered(fleet, "sl-03")  # its row stays
     release.set()  # ... then the writer commits the report it accepted before
     await held
-    while _count(fleet, "sl-03") == 0:  # committed by the writer, under the id being removed
+    while stored(fleet, "sl-03") == 0:  # committed by the writer, under the id being removed
         assert loop.time() < deadline and not removal.done()
         await asyncio.sleep(0.005)
     # The removal waits on a worker thread: the event loop answers meanwhile.
@@ -193,7 +161,7 @@ async def test_a_report_committed_during_the_removal_puts_the_registration_back_
     assert "was heard from while it was being removed (its registration is kept as it was)" in error["message"]
     assert fleet.registry.get("sl-03") == before
     assert fleet.registry.key_path("sl-03").read_bytes() == key_bytes
-    assert _count(fleet, "sl-03") == 1
+    assert stored(fleet, "sl-03") == 1
     assert "sl-03" in await _listed(client)
 
 

@@ -10,30 +10,18 @@ import gc
 import threading
 import warnings
 from pathlib import Path
-from typing import AsyncIterator
 
 import pytest
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestClient
 
-from .support import ADMIN_TOKEN, Fleet, admin_headers
-from .test_web_admin_remove_settled import PATH, WIN, _retired, _stored, _until
+from .support import Fleet, admin_headers
+from .removal_support import PATH, WIN, gateway_client, retired, stored, until  # noqa: F401 (a fixture)
 from gateway.registry import Registry
 from gateway.resources import load_policy
 from gateway.storage import ReportStore
-from gateway.web.app import create_app
 from gateway.web.context import CONTEXT_KEY
 from gateway.web.errors import Unavailable
 from gateway.web.source import RegistryAdmin
-
-
-@pytest.fixture
-async def gateway_client(fleet: Fleet) -> AsyncIterator[TestClient]:
-    """The app as the gateway wires it: the ingest's ``settled`` given (on the running loop)."""
-    app = create_app(store=fleet.queries, registry=fleet.registry, policy=load_policy(),
-                     metrics_registry=fleet.metrics.registry, admin_token=ADMIN_TOKEN, retention=fleet.retention,
-                     ingest_settled=fleet.ingest.settled)
-    async with TestClient(TestServer(app, host="127.0.0.1", port=0)) as c:
-        yield c
 
 
 def _admin(client: TestClient) -> RegistryAdmin:
@@ -50,7 +38,7 @@ async def test_a_retire_during_the_removal_wait_answers_200_and_stands(gateway_c
     held = asyncio.ensure_future(fleet.ingest.run_in_store(release.wait, 30))
     fleet.feed("sl-03", WIN)  # its commit waits for the store thread: the removal waits for it
     removal = asyncio.ensure_future(gateway_client.delete(PATH % "sl-03", headers=admin_headers()))
-    await _until(lambda: _retired(fleet, "sl-03"), "retired for its removal")
+    await until(lambda: retired(fleet, "sl-03"), "retired for its removal")
     resp = await gateway_client.post(PATH % "sl-03" + "/retire", headers=admin_headers())
     assert resp.status == 200, await resp.text()
     release.set()
@@ -74,7 +62,7 @@ async def test_a_retire_during_the_wait_of_a_device_never_heard_from_is_409_reti
 
     admin._settled = settled
     removal = asyncio.ensure_future(gateway_client.delete(PATH % "sl-03", headers=admin_headers()))
-    await _until(lambda: _retired(fleet, "sl-03"), "retired for its removal")
+    await until(lambda: retired(fleet, "sl-03"), "retired for its removal")
     resp = await gateway_client.post(PATH % "sl-03" + "/retire", headers=admin_headers())
     assert resp.status == 200, await resp.text()
     go_on.set()
@@ -104,7 +92,7 @@ async def test_a_device_retired_by_another_process_a_moment_before_is_refused_at
     resp = await gateway_client.delete(PATH % "sl-03", headers=admin_headers())
     assert resp.status == 200, await resp.text()
     await asyncio.sleep(0.3)  # past the writer's batch wait: a frame accepted would be committed by now
-    assert _stored(fleet, "sl-03") == 0 and ("sl-03", 1) not in fleet.acks
+    assert stored(fleet, "sl-03") == 0 and ("sl-03", 1) not in fleet.acks
     assert fleet.registry.lookup("sl-03") is None
 
 
@@ -121,8 +109,8 @@ async def test_the_loop_cancelling_the_wait_is_503_not_settled_and_the_device_is
 
     admin._settled = settled
     removal = asyncio.ensure_future(gateway_client.delete(PATH % "sl-03", headers=admin_headers()))
-    await _until(lambda: _retired(fleet, "sl-03"), "retired for its removal")
-    await _until(lambda: bool([t for t in asyncio.all_tasks() if "wait_for" in repr(t.get_coro())]), "waiting")
+    await until(lambda: retired(fleet, "sl-03"), "retired for its removal")
+    await until(lambda: bool([t for t in asyncio.all_tasks() if "wait_for" in repr(t.get_coro())]), "waiting")
     waits = [t for t in asyncio.all_tasks() if "wait_for" in repr(t.get_coro())]
     for task in waits:
         task.cancel()
@@ -180,7 +168,7 @@ async def test_close_waits_for_a_removal_in_its_wait_then_refuses_admin_writes(
 
     admin._settled = settled
     removal = asyncio.ensure_future(gateway_client.delete(PATH % "sl-03", headers=admin_headers()))
-    await _until(lambda: _retired(fleet, "sl-03"), "retired for its removal")
+    await until(lambda: retired(fleet, "sl-03"), "retired for its removal")
     closing = asyncio.ensure_future(asyncio.to_thread(admin.close, 10.0))
     await asyncio.sleep(0.3)
     assert not closing.done()  # the removal is still waiting

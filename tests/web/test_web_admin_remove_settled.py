@@ -6,57 +6,15 @@ the bound puts the device back (503 not_settled)."""
 from __future__ import annotations
 
 import asyncio
-import sqlite3
 import threading
-from typing import AsyncIterator
 
 import pytest
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestClient
 
 import gateway.web.source as source
-from .support import ADMIN_TOKEN, Fleet, admin_headers
-from gateway.registry import Registry
+from .removal_support import PATH, WIN, gateway_client, retired, stored, until  # noqa: F401 (a fixture)
+from .support import Fleet, admin_headers
 from gateway.registry.removal import SETTLE_MARGIN_S
-from gateway.resources import load_policy
-from gateway.web.app import create_app
-
-WIN = {"t": "win", "k": "streetlight", "w": 1795260600, "l": 900, "m": {"lux": 10}}
-PATH = "/api/admin/devices/%s"
-
-
-@pytest.fixture
-async def gateway_client(fleet: Fleet) -> AsyncIterator[TestClient]:
-    """The app as the gateway wires it: the ingest's ``settled`` given (on the running loop)."""
-    app = create_app(store=fleet.queries, registry=fleet.registry, policy=load_policy(),
-                     metrics_registry=fleet.metrics.registry, admin_token=ADMIN_TOKEN, retention=fleet.retention,
-                     ingest_settled=fleet.ingest.settled)
-    async with TestClient(TestServer(app, host="127.0.0.1", port=0)) as c:
-        yield c
-
-
-def _stored(fleet: Fleet, device: str) -> int:
-    conn = sqlite3.connect("file:%s?mode=ro" % fleet.queries.db_path, uri=True)
-    try:
-        return int(conn.execute("SELECT COUNT(*) FROM reports WHERE device=?", (device,)).fetchone()[0])
-    finally:
-        conn.close()
-
-
-def _retired(fleet: Fleet, device: str) -> bool:
-    other = Registry(fleet.registry.path, create=False)
-    try:
-        rec = other.lookup(device)
-        return rec is not None and rec.retired
-    finally:
-        other.close()
-
-
-async def _until(check: object, what: str, timeout: float = 10.0) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not check():  # type: ignore[operator]
-        assert loop.time() < deadline, what
-        await asyncio.sleep(0.005)
 
 
 async def test_a_report_committed_after_the_old_timed_settle_refuses_the_removal(
@@ -69,7 +27,7 @@ async def test_a_report_committed_after_the_old_timed_settle_refuses_the_removal
     held = asyncio.ensure_future(fleet.ingest.run_in_store(release.wait, 30))
     fleet.feed("sl-03", WIN)  # accepted while registered; its commit waits for the store thread
     removal = asyncio.ensure_future(gateway_client.delete(PATH % "sl-03", headers=admin_headers()))
-    await _until(lambda: _retired(fleet, "sl-03"), "the device is retired for its removal")
+    await until(lambda: retired(fleet, "sl-03"), "the device is retired for its removal")
     await asyncio.sleep(0.05 + SETTLE_MARGIN_S + 0.5)  # past the timed settle the removal used to take
     assert not removal.done()
     # Other admin writes are not held behind the waiting removal (second review L1).
@@ -83,7 +41,7 @@ async def test_a_report_committed_after_the_old_timed_settle_refuses_the_removal
     assert "while it was being removed (its registration is kept as it was)" in error["message"]
     assert fleet.registry.get("sl-03") == before
     assert fleet.registry.key_path("sl-03").read_bytes() == key_bytes
-    assert _stored(fleet, "sl-03") == 1
+    assert stored(fleet, "sl-03") == 1
 
 
 async def test_commits_that_do_not_come_within_the_bound_put_the_device_back(
@@ -135,4 +93,4 @@ async def test_settled_waits_for_a_late_seq_being_checked_against_the_store(flee
         release.set()
         await held
     await asyncio.wait_for(settled, 5)
-    assert _stored(fleet, "sl-03") == 3  # settled once seq 2 was committed
+    assert stored(fleet, "sl-03") == 3  # settled once seq 2 was committed
