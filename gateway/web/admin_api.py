@@ -10,6 +10,7 @@ import asyncio
 import functools
 import logging
 import re
+import threading
 from typing import Any, Awaitable, Callable, Mapping, NamedTuple
 
 from aiohttp import web
@@ -306,11 +307,64 @@ async def remove_device(request: web.Request) -> web.Response:
     await require_no_body(request)  # 400 for any body: it takes none, and a removal is irreversible
     admin = ctx.require_admin()
     # Off the event loop: it checks the store, retires the device, waits for the ingest's commits, checks the
-    # store again and deletes.
-    result = dict(await asyncio.to_thread(admin.remove, device_id))
+    # store again and deletes. Its worker thread goes on when this handler is cancelled (the gateway's stop
+    # waits for it): the audit line is then written where the removal ends (_RemovalAudit).
+    audit = _RemovalAudit(request, device_id)
+    try:
+        result = dict(await asyncio.to_thread(admin.remove, device_id, ended=audit.ended))
+    except asyncio.CancelledError:
+        audit.abandoned()
+        raise
+    _audit_removed(request, device_id, result)
+    return json_response({"device": device_id, "removed": True, **result})
+
+
+def _audit_removed(request: web.Request, device_id: str, result: Mapping[str, str]) -> None:
+    """The audit line of a device removed over the admin API."""
     _audit(request, "removed device %s (%s, zone %s; never heard from: its registry row and key file are deleted, "
            "its frames are refused as from an unknown device)", device_id, result["kind"], result["zone"])
-    return json_response({"device": device_id, "removed": True, **result})
+
+
+class _RemovalAudit:
+    """The audit of a removal whose handler is cancelled before the removal ended (the web surface's shutdown at
+    the gateway's stop, which then waits for the removal): its line, removed or refused, as the handler and
+    :func:`_audited` write it, is written by whichever of the two sides comes last, exactly once: the worker
+    thread when it ends after the cancel, else the cancelled handler with the outcome the worker left."""
+
+    def __init__(self, request: web.Request, device_id: str) -> None:
+        self._request = request
+        self._device_id = device_id
+        self._lock = threading.Lock()
+        self._gone = False  # the handler was cancelled: it writes no line itself
+        self._outcome: tuple[Mapping[str, str] | None, BaseException | None] | None = None
+
+    def ended(self, result: Mapping[str, str] | None, error: BaseException | None) -> None:
+        """On the removal's worker thread, as it ends (before the gateway's stop stops waiting for it)."""
+        with self._lock:
+            self._outcome = (result, error)
+            gone = self._gone
+        if gone:
+            self._write(result, error)
+
+    def abandoned(self) -> None:
+        """In the handler, cancelled: the line is written now if the removal already ended, else as it ends."""
+        with self._lock:
+            self._gone = True
+            outcome = self._outcome
+        if outcome is not None:
+            self._write(*outcome)
+
+    def _write(self, result: Mapping[str, str] | None, error: BaseException | None) -> None:
+        if not self._request.get(_AUTHORIZED):
+            return
+        if result is not None:
+            _audit_removed(self._request, self._device_id, result)
+        elif isinstance(error, WebError):
+            _audit_refusal(self._request, "%d %s" % (error.status, error.code), error.param)
+        elif isinstance(error, GatewayError):
+            _audit_refusal(self._request, "503 backend_unavailable (%s)" % type(error).__name__, None)
+        else:
+            _audit_refusal(self._request, "ended by %s" % type(error).__name__, None)
 
 
 @ROUTES.get("/api/admin/devices/{device_id}/seq")

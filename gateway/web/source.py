@@ -629,7 +629,9 @@ class RegistryAdmin:
         verifier reads this registry instance, whose change empties its cache at once."""
         return max(self._store_batch_ms, 50) / 1000 + SETTLE_MARGIN_S
 
-    def remove(self, device_id: str) -> Mapping[str, str]:
+    def remove(self, device_id: str, *,
+               ended: Callable[[Mapping[str, str] | None, BaseException | None], None] | None = None
+               ) -> Mapping[str, str]:
         """Delete a device never heard from (its registry row and key file, through
         :meth:`gateway.registry.devices.Registry.remove`, as ``devices remove``) and return its ``kind`` and
         ``zone``; blocking: call it on a worker thread. The device is retired for its removal, then the
@@ -652,7 +654,30 @@ class RegistryAdmin:
                 key file could not be deleted: the message names it; nothing changed; or the gateway is
                 stopping), ``not_settled`` (the ingest's commits did not come within the bound, or the gateway's
                 loop stopped meanwhile: put back).
+
+        ``ended``, when given, is called on this thread with the result or the error (as raised) once the removal
+        ended, before :meth:`close` stops waiting for it: the admin API's audit of a removal whose request was
+        cancelled meanwhile (the gateway's stop) is written there.
         """
+        with self._removals:
+            self._running_removals += 1
+        try:
+            try:
+                result = self._remove(device_id)
+            except BaseException as exc:
+                if ended is not None:
+                    ended(None, exc)
+                raise
+            if ended is not None:
+                ended(result, None)
+            return result
+        finally:
+            with self._removals:
+                self._running_removals -= 1
+                self._removals.notify_all()
+
+    def _remove(self, device_id: str) -> Mapping[str, str]:
+        """:meth:`remove` without its count of running removals (see there)."""
         store = self._store_path
         if store is None:
             raise Unavailable(f"device '{device_id}' is not removed: no report store is attached to check that "
@@ -675,8 +700,6 @@ class RegistryAdmin:
             finally:
                 self._writes.acquire()
 
-        with self._removals:
-            self._running_removals += 1
         try:
             with self._write():
                 rec = self._registry.remove(device_id, traces=functools.partial(device_traces, store),
@@ -699,10 +722,6 @@ class RegistryAdmin:
                 raise Unavailable(f"device '{device_id}' is not removed: {exc}", code="no_store") from None
             raise Unavailable(f"device '{device_id}' is not removed: the report store could not be read to check "
                               f"what it holds of it ({exc.reason})", code="backend_unavailable") from None
-        finally:
-            with self._removals:
-                self._running_removals -= 1
-                self._removals.notify_all()
         return {"kind": str(rec.kind), "zone": str(rec.zone)}
 
     def _wait_settled(self, device_id: str, limit: float) -> None:

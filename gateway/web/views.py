@@ -9,7 +9,7 @@ open-data units happens in :mod:`gateway.web.ngsi` and :mod:`gateway.web.export`
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Protocol, Sequence
+from typing import Any, Callable, Mapping, Protocol, Sequence
 
 # Re-exported: frozen rows, no SQL.
 from gateway.storage.queries import DaySpend as DaySpend
@@ -229,14 +229,18 @@ class FleetAdmin(Protocol):
         ``revoked`` (param ``device_id``)."""
         ...
 
-    def remove(self, device_id: str) -> Mapping[str, str]:
+    def remove(self, device_id: str, *,
+               ended: Callable[[Mapping[str, str] | None, BaseException | None], None] | None = None
+               ) -> Mapping[str, str]:
         """Delete a device registered by mistake and never heard from (the report store holds nothing of it):
         its registry row and key file; return its ``kind`` and ``zone``. Blocking (the device is retired, the
         gateway's ingest is waited for until it committed what it accepted of it, then the store is checked
         again): call it on a worker thread. Raises NotFound ``unknown_device``, Conflict ``heard_from``,
         ``revoked``, ``reinstated``, ``retired`` or ``changed`` (param ``device_id``; nothing removed),
         Unavailable ``no_store``, ``backend_unavailable``, ``not_settled`` (put back), ``storage_partial``
-        (left retired) or ``registry``."""
+        (left retired) or ``registry``. ``ended``: called on that thread with the result or the error once the
+        removal ended, before the gateway's stop stops waiting for it (the admin API audits a removal whose
+        request was cancelled there)."""
         ...
 
     def rotate_key(self, device_id: str) -> Mapping[str, Any]:
