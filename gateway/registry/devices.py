@@ -670,11 +670,13 @@ class Registry:
             RegistryError: ``unknown_device``; ``revoked`` (a revoked id stays revoked: its row is what refuses
                 the id for good); ``heard_from`` (the store holds something of it); ``reinstated`` (by another
                 process during the wait); ``retired`` (retired for good by another request or process during the wait:
-                it stays retired); ``changed`` (its row changed during the wait: moved, key rotated, reinstated and
-                retired again); ``storage`` (SQLite error); ``key_file`` (the key file could not be deleted);
-                nothing changed for any of these (the device's flag is put back). ``storage_partial``: the
-                device stays retired (its flag could not be put back, or its key file is deleted but the row's
-                deletion could not be committed); the message says what to do.
+                it stays retired, also after a reinstate); ``changed`` (its row changed during the wait: moved or key
+                rotated, put back; reinstated and marked by another removal, whose mark stays; retired before,
+                reinstated and retired again, which stays retired); ``storage`` (SQLite error); ``key_file`` (the
+                key file could not be deleted); nothing changed for any of these (the device's flag is put back,
+                but for another removal's mark or retire). ``storage_partial``: the device stays retired (its flag
+                could not be put back, or its key file is deleted but the row's deletion could not be committed);
+                the message says what to do.
             StorageError: what ``traces`` raises (after the device was retired: its flag is put back).
         """
         rec = self.get(device_id)

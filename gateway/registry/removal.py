@@ -5,8 +5,9 @@ refusal of a device that was heard from, and the final deletion of its row and k
 The device's row is never deleted before the end: while the removal waits for a running gateway to commit what
 it accepted, the row stays, retired for the removal (``retired`` =
 :data:`gateway.registry.records.RETIRED_FOR_REMOVAL`: frames of a retired device are refused, never
-acknowledged: its board keeps them). Only that value is put back or deleted: an operator's retire meanwhile
-makes the device retired for good (``retired`` = 1) and stops the removal. A removal killed meanwhile
+acknowledged: its board keeps them). Only that value, as this removal set it, is put back or deleted
+(another removal's mark after a reinstate is left to that removal): an operator's retire meanwhile makes the
+device retired for good (``retired`` = 1) and stops the removal. A removal killed meanwhile
 (SIGKILL, a power cut) leaves a visible retired device with its key file, never a lost row: run the removal
 again, or reinstate the device.
 
@@ -77,11 +78,18 @@ def heard_from_error(device_id: str, found: Sequence[str], *, outcome: str | Non
 class Mark:
     """What :func:`mark_removing` changed: ``set_retired`` (the device was not retired before and is now retired
     for its removal; False: it was retired, and stays so) at ``stamp`` (its ``updated_at`` since, which
-    :func:`delete_device` requires of the row; ``updated_before`` before, the same when ``set_retired`` is False)."""
+    :func:`delete_device` requires of the row; ``updated_before`` before, the same when ``set_retired`` is False).
+    ``content``: the row's kind, zone, location and key version then (:func:`put_back` tells a row changed by a
+    move or a key rotation, still under this mark, from one marked again by another removal, which keeps them)."""
 
     set_retired: bool
     stamp: float
     updated_before: float
+    content: tuple[object, ...] = ()
+
+
+#: The columns of :attr:`Mark.content`.
+_CONTENT = "kind, zone, lat, lon, key_version"
 
 
 def mark_removing(registry: Path, conn: sqlite3.Connection, device_id: str) -> Mark:
@@ -98,7 +106,7 @@ def mark_removing(registry: Path, conn: sqlite3.Connection, device_id: str) -> M
     with _storage(registry, "retire device %s for its removal" % device_id, device_id):
         conn.execute("BEGIN EXCLUSIVE")
         try:
-            row = conn.execute("SELECT revoked, retired, updated_at FROM devices WHERE id=?",
+            row = conn.execute("SELECT revoked, retired, updated_at, %s FROM devices WHERE id=?" % _CONTENT,
                                (device_id,)).fetchone()
             if row is None:
                 raise RegistryError("no device %s in the registry" % device_id, reason="unknown_device",
@@ -119,15 +127,19 @@ def mark_removing(registry: Path, conn: sqlite3.Connection, device_id: str) -> M
     if not row[1]:
         log.info("device %s is retired while it is being removed (if the removal is cut off, it stays retired: "
                  "remove it again, or reinstate it)", device_id)
-    return Mark(set_retired=not row[1], stamp=stamp, updated_before=float(row[2]))
+    return Mark(set_retired=not row[1], stamp=stamp, updated_before=float(row[2]), content=tuple(row[3:]))
 
 
 def put_back(registry: Path, conn: sqlite3.Connection, device_id: str, mark: Mark, *, why: str,
              interrupted: bool = False) -> str:
     """Undo :func:`mark_removing` after a removal stopped (``why``: by what, for the messages): the device
     is no longer retired unless it was before, or it is no longer retired for the removal (another process
-    or request retired it for good, reinstated or removed it meanwhile). Returns what its registration is now,
-    in words.
+    or request retired it for good, reinstated or removed it meanwhile), or it is retired for a removal that is
+    not this one's: its row was changed since the mark with its kind, zone, location and key version as they
+    were (it was reinstated and marked again by another removal, whose mark this one must not clear: that
+    removal would then refuse as ``reinstated`` while the device took frames again; a row moved or re-keyed
+    meanwhile is still under this removal's mark and is put back). Returns what its registration is now, in
+    words.
 
     Raises:
         RegistryError: ``storage_partial``: its flag could not be put back (the device stays retired; the
@@ -138,21 +150,29 @@ def put_back(registry: Path, conn: sqlite3.Connection, device_id: str, mark: Mar
         return "it stays registered, retired as it was before"
     try:
         with _storage(registry, "put back device %s" % device_id, device_id):
-            # Its updated_at goes back too, unless another process changed the row since the mark.
-            # Only the removal's own mark: a retire meanwhile (RETIRED) is the operator's and stays.
-            cur = conn.execute("UPDATE devices SET retired=0, updated_at=CASE WHEN updated_at=? THEN ? ELSE "
-                               "updated_at END WHERE id=? AND retired=?",
-                               (mark.stamp, mark.updated_before, device_id, RETIRED_FOR_REMOVAL))
-            if cur.rowcount:
-                outcome = "its registration is kept as it was"
-            else:
-                now = conn.execute("SELECT retired FROM devices WHERE id=?", (device_id,)).fetchone()
+            # Only the removal's own mark, unchanged since (its updated_at goes back too): a retire meanwhile
+            # (RETIRED) is the operator's and stays; another removal's mark (see the docstring) stays.
+            cur = conn.execute("UPDATE devices SET retired=0, updated_at=? WHERE id=? AND retired=? AND updated_at=?",
+                               (mark.updated_before, device_id, RETIRED_FOR_REMOVAL, mark.stamp))
+            outcome = "its registration is kept as it was"
+            if not cur.rowcount:
+                now = conn.execute("SELECT retired, updated_at, %s FROM devices WHERE id=?" % _CONTENT,
+                                   (device_id,)).fetchone()
                 if now is None:
                     outcome = "another process removed it meanwhile"
                 elif now[0] == RETIRED:
                     outcome = "it was retired meanwhile (by another request or process); it stays retired"
-                else:
+                elif now[0] != RETIRED_FOR_REMOVAL:
                     outcome = "another process reinstated it meanwhile; it stays registered"
+                elif tuple(now[2:]) != mark.content:  # moved or re-keyed under this mark: put back (compare-and-set)
+                    cur = conn.execute("UPDATE devices SET retired=0 WHERE id=? AND retired=? AND updated_at=?",
+                                       (device_id, RETIRED_FOR_REMOVAL, now[1]))
+                    outcome = ("it was changed meanwhile (moved or its key rotated); it is no longer retired"
+                               if cur.rowcount else "it was changed again while being put back; it stays as "
+                               "that change left it")
+                else:
+                    outcome = ("it was reinstated and retired for another removal meanwhile; it stays retired for "
+                               "that removal (if none is running, remove it again, or reinstate it)")
     except RegistryError as exc:
         log.error("could not put back device %s after its removal was stopped (%s): it stays retired: %s",
                   device_id, why, exc)
@@ -173,15 +193,18 @@ def delete_device(registry: Path, conn: sqlite3.Connection, device_id: str, key_
     every key change takes): the row is deleted, the key file unlinked and its directory synced, then the
     deletion committed. Only while the row is still what :func:`mark_removing` left (``mark``): there, not
     revoked, retired (for the removal when the mark set it), and not changed since (its ``updated_at`` is the
-    mark's stamp: a device reinstated and retired again meanwhile may have had frames accepted that the
-    removal's wait did not cover). A key file that is also the key file of a registered id differing only in
-    case (one file on a case-insensitive filesystem) stays. An absent key file is no error.
+    mark's stamp: a device reinstated and marked again by another removal meanwhile, or one retired before this
+    removal and reinstated and retired again, may have had frames accepted that the removal's wait did not
+    cover; one this removal marked and that was reinstated and retired again is ``retired``). A key file that is
+    also the key file of a registered id differing only in case (one file on a case-insensitive filesystem)
+    stays. An absent key file is no error.
 
     Raises:
         RegistryError: ``unknown_device`` (removed by another process meanwhile), ``revoked``, ``reinstated`` or
-            ``retired`` (by another process or request meanwhile; the row stays as that process left it),
-            ``changed`` (the row was changed meanwhile: moved, its key rotated, reinstated and retired again;
-            the caller puts it back), ``storage`` (SQLite error)
+            ``retired`` (by another process or request meanwhile, also after a reinstate; the row stays as that
+            process left it), ``changed`` (the row was changed meanwhile: moved or its key rotated, which the
+            caller puts back; or reinstated and marked by another removal, whose mark stays; or, retired before
+            this removal, reinstated and retired again, which stays retired), ``storage`` (SQLite error)
             or ``key_file`` (the key file could not be deleted): nothing deleted, the device still retired (the
             caller puts it back); ``storage_partial`` (the key file is deleted but the row's deletion could not be
             committed: the device stays registered and retired, without its key file; the message says to remove it
@@ -209,8 +232,9 @@ def delete_device(registry: Path, conn: sqlite3.Connection, device_id: str, key_
                                     device_id=device_id)
             if float(row[2]) != mark.stamp:
                 raise RegistryError("device %s was changed by another request or process while it was being removed "
-                                    "(moved, its key rotated, or reinstated and retired again); it is not removed: "
-                                    "remove it again" % device_id, reason="changed", device_id=device_id)
+                                    "(moved, its key rotated, or reinstated and retired again for another removal "
+                                    "or a retire); it is not removed: remove it again" % device_id,
+                                    reason="changed", device_id=device_id)
             twins = [str(r[0]) for r in conn.execute("SELECT id FROM devices WHERE id = ? COLLATE NOCASE AND id != ?",
                                                      (device_id, device_id))]
             conn.execute("DELETE FROM devices WHERE id=?", (device_id,))

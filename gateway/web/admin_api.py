@@ -295,11 +295,13 @@ async def remove_device(request: web.Request) -> web.Response:
     The writer may hold a report of the device accepted just before: the device is retired for its removal (its
     frames refused from then on), the gateway's ingest waited for until it committed every report of the device
     it accepted (on a worker thread; no wait when none is in flight, at most 30 s: 503 ``not_settled``, put
-    back, also when the gateway stops meanwhile), the store checked again, and a report stored meanwhile puts
-    the device back as it was (409 ``heard_from``). Changed by another request or process during the wait: 409
-    ``reinstated``, ``retired`` (a retire meanwhile stands: the device stays retired) or ``changed`` (put back).
-    503 ``registry`` naming the key file when it could not be deleted (nothing removed), ``storage_partial`` when
-    the device is left retired (the message says what to do). The key is never read into the answer nor a log.
+    back; the gateway's stop waits for it, at most 3 s: ``RegistryAdmin.close``), the store checked again, and a
+    report stored meanwhile puts the device back as it was (409 ``heard_from``). Changed by another request or
+    process during the wait: 409 ``reinstated``, ``retired`` (a retire meanwhile stands, also after a reinstate:
+    the device stays retired) or ``changed`` (moved or key rotated: put back; reinstated and retired for another
+    removal: that removal's mark stays). 503 ``registry`` naming the key file when it could not be deleted
+    (nothing removed), ``storage_partial`` when the device is left retired (the message says what to do). The
+    key is never read into the answer nor a log.
     """
     _authorize(request)
     ctx = ctx_of(request)

@@ -293,7 +293,9 @@ def _document(policy: Mapping[str, Any]) -> dict[str, Any]:
                                "before is committed (at most 30 s: else 503 `not_settled`, put back as it was), "
                                "then the store is checked again: a report stored meanwhile puts the registration "
                                "back (409 `heard_from`); reinstated, retired or changed meanwhile by another "
-                               "request or process: 409 `reinstated`, `retired` (the retire stands) or `changed`. "
+                               "request or process: 409 `reinstated`, `retired` (the retire stands, also after a "
+                               "reinstate) or `changed` (moved or key rotated: put back; reinstated and retired "
+                               "for another removal: that removal's mark stays). "
                                "Its frames are then refused as from an unknown device; `PUT` "
                                "registers the id again.",
                 "tags": ["admin"], "security": _ADMIN, "parameters": [_DEVICE],

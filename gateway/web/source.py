@@ -646,7 +646,8 @@ class RegistryAdmin:
             Conflict: ``heard_from`` (the store holds rows of it, also when stored during the removal: its
                 registration is put back), ``revoked``, ``reinstated`` or ``retired`` (by another request or
                 process during the wait: left as that one set it), ``changed`` (its row changed during the wait:
-                put back); nothing removed.
+                moved or key rotated, put back; reinstated and retired for another removal, whose mark stays);
+                nothing removed.
             Unavailable: ``no_store`` (no report store attached to check, or the file there is none),
                 ``backend_unavailable`` (the store could not be read; nothing changed), ``storage_partial`` (the
                 device stays retired: its flag could not be put back, or its key file is deleted but its row

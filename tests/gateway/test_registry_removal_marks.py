@@ -125,9 +125,12 @@ def test_marking_a_device_retired_already_moves_the_change_count(registry: Regis
 
 @pytest.mark.parametrize("retired_before", [False, True])
 def test_a_row_reinstated_and_marked_by_another_removal_meanwhile_is_not_deleted(
-        registry: Registry, retired_before: bool) -> None:
+        registry: Registry, retired_before: bool, caplog: pytest.LogCaptureFixture) -> None:
     """L2: reinstated and then retired again (by another removal, or a retire) during the wait: frames accepted
-    while it was reinstated were not waited for. Before, the removal deleted it (it checked only 'retired')."""
+    while it was reinstated were not waited for. Before, the removal deleted it (it checked only 'retired').
+    Fifth review L1: the other removal's mark stays (before, this removal's put-back cleared it: the device took
+    frames again during that removal's wait, which then refused as 'reinstated' though nobody had)."""
+    caplog.set_level("WARNING", logger="gateway.registry.devices")
     if retired_before:
         registry.retire("bin-2")
 
@@ -143,7 +146,13 @@ def test_a_row_reinstated_and_marked_by_another_removal_meanwhile_is_not_deleted
     assert info.value.reason == "changed"
     assert "was changed by another request or process while it was being removed" in str(info.value)
     assert registry.lookup("bin-2") is not None and registry.key_path("bin-2").is_file()
-    assert registry.get("bin-2").retired is retired_before  # another removal's mark is put back too (see put_back)
+    rec = registry.get("bin-2")
+    assert rec.retired  # retired as before, or for the other removal
+    assert _column(registry, "bin-2") == (RETIRED if retired_before else RETIRED_FOR_REMOVAL)
+    if not retired_before:
+        assert rec.removing
+        assert [r for r in caplog.records if "it was reinstated and retired for another removal meanwhile; it stays "
+                "retired for that removal" in r.getMessage()]
 
 
 def test_a_device_moved_during_the_wait_is_not_deleted_and_is_put_back(registry: Registry) -> None:
@@ -154,6 +163,15 @@ def test_a_device_moved_during_the_wait_is_not_deleted_and_is_put_back(registry:
     assert info.value.reason == "changed"
     rec = registry.get("bin-2")
     assert not rec.retired and rec.lat == "52.1" and registry.key_path("bin-2").is_file()
+
+
+def test_a_device_whose_key_was_rotated_during_the_wait_is_put_back(registry: Registry) -> None:
+    """Fifth review L1: a row changed under this removal's mark (its key version moved) is still put back."""
+    with pytest.raises(RegistryError) as info:
+        registry.remove("bin-2", traces=_during_wait(registry, lambda other: other.rotate_key("bin-2")))
+    assert info.value.reason == "changed"
+    rec = registry.get("bin-2")
+    assert not rec.retired and rec.key_version == 2
 
 
 def test_reinstate_of_a_device_whose_key_file_is_gone_warns_what_to_do(
@@ -215,3 +233,16 @@ def test_a_signal_during_the_command_lines_final_deletion_waits_until_it_committ
         assert reg.lookup("bin-2") is None  # both gone together
     finally:
         reg.close()
+
+
+def test_a_device_reinstated_and_retired_during_the_wait_answers_retired_and_stays_retired(registry: Registry) -> None:
+    """Fifth review L2 (the docs said ``changed``): the removal marked it; a reinstate and then a retire meanwhile
+    is the operator's retire, which stands: ``retired``."""
+    def again(other: Registry) -> None:
+        other.reinstate("bin-2")
+        other.retire("bin-2")
+
+    with pytest.raises(RegistryError) as info:
+        registry.remove("bin-2", traces=_during_wait(registry, again))
+    assert info.value.reason == "retired"
+    assert _column(registry, "bin-2") == RETIRED and registry.key_path("bin-2").is_file()
