@@ -166,11 +166,11 @@ def carry_over(restored: Registry, current: Current,
                                 "carried over (enrol it again)" % dev)
                 continue
             restored.add(dev, kind=cur.kind, zone=cur.zone, lat=cur.lat, lon=cur.lon, key=ckey)
-            if cur.retired and not cur.revoked:
+            if _retired(cur) and not cur.revoked:
                 restored.retire(dev)
             if cur.revoked:
                 restored.revoke(dev)
-            state = " (revoked)" if cur.revoked else " (retired)" if cur.retired else ""
+            state = " (revoked)" if cur.revoked else " (retired)" if _retired(cur) else ""
             since = ("added since the backup" if backup_created is None or cur.created_at > backup_created
                      else "in the current registry (registered %s) but not in the backup" % _utc(cur.created_at))
             carried.append("device %s: %s: kept, with its current key%s (registered and key version start again "
@@ -180,9 +180,20 @@ def carry_over(restored: Registry, current: Current,
         carried += _changes(restored, old, cur, ckey, warnings)
     for rec in restored.list():
         if rec.id not in current:
-            warnings.append("device %s is in the backup but not in the current registry: restored from the backup "
-                            "(check it: civicedge gateway devices show %s)" % (rec.id, rec.id))
+            if rec.removing and not rec.revoked:  # a removal's temporary mark (see _retired)
+                restored.reinstate(rec.id)
+            warnings.append("device %s is in the backup but not in the current registry: restored from the backup%s "
+                            "(check it: civicedge gateway devices show %s)"
+                            % (rec.id, ", not retired (it was retired for a removal then)" if rec.removing else "",
+                               rec.id))
     return carried, warnings
+
+
+def _retired(rec: DeviceRecord) -> bool:
+    """Whether ``rec`` is retired for good: retired for a removal (``removing``) is a removal's temporary mark,
+    which a restore does not carry (the removal that set it is not running on the restored registry: kept, it
+    would refuse the device's frames for good)."""
+    return rec.retired and not rec.removing
 
 
 def _utc(t: float) -> str:
@@ -229,11 +240,20 @@ def _changes(restored: Registry, old: DeviceRecord, cur: DeviceRecord, ckey: byt
         else:
             warnings.append(_older(dev, "its place differs (zone %s at %s,%s now, zone %s at %s,%s in the backup)"
                                    % (cur.zone, cur.lat, cur.lon, old.zone, old.lat, old.lon), cur, old))
-    if cur.retired != old.retired and not cur.revoked:
+    if old.removing and not cur.revoked:  # the backup was taken during a removal's wait
+        if _retired(cur):
+            restored.retire(dev)
+            out.append("device %s: retired for a removal in the backup, retired now: kept retired" % dev)
+        else:
+            restored.reinstate(dev)
+            out.append("device %s: retired for a removal in the backup (a removal's temporary mark): restored as "
+                       "not retired%s" % (dev, " (it is retired for a removal now too: remove it again once the "
+                                               "gateway runs)" if cur.removing else ""))
+    elif _retired(cur) != old.retired and not cur.revoked:
         if not newer:
             state = ("retired in the backup and not now" if old.retired else "not retired in the backup and retired now")
             warnings.append(_older(dev, "is " + state, cur, old))
-        elif cur.retired:
+        elif _retired(cur):
             restored.retire(dev)
             out.append("device %s: retired since the backup: kept retired" % dev)
         else:
