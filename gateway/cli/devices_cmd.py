@@ -385,15 +385,29 @@ def cmd_remove(args: argparse.Namespace) -> int:
     """Remove a device the report store holds nothing of: its registry row and key file. One heard from is
     refused (``heard_from``), pointing to retire and revoke."""
     final: list[str] = []  # "begun", then "done": how far its final deletion went
+    held: list[str] = []  # a signal held during a final deletion that failed (its error is reported)
 
     @contextlib.contextmanager
     def final_step() -> Iterator[None]:
         # It unlinks the key file before the row's deletion commits: Ctrl-C, SIGTERM or SIGHUP there would leave
-        # the row without its key. They are held until it is done, then end the command (below).
+        # the row without its key. They are held until it is done, then end the command (below). When it failed,
+        # the signal delivered as they are let go must not replace its RegistryError: Registry.remove puts the
+        # device back on that error, and the error says what its registration is now.
         final.append("begun")
-        with interruptible(), signals_blocked():
-            yield
-            final.append("done")
+        failed: list[BaseException] = []
+        try:
+            with interruptible(), signals_blocked():
+                try:
+                    yield
+                except BaseException as exc:
+                    failed.append(exc)
+                    raise
+                final.append("done")
+        except (Interrupted, KeyboardInterrupt) as exc:
+            if failed and failed[0] is not exc and isinstance(failed[0], RegistryError):
+                held.append(_signal_name(exc))
+                raise failed[0] from None
+            raise
 
     try:
         reg = _registry(args)  # first: a registry that is not there is no_registry, whatever else is missing
@@ -432,10 +446,13 @@ def cmd_remove(args: argparse.Namespace) -> int:
                                   "the device is put back as it was (an ERROR line above says if that failed)"
                                   % (args.device_id, exc), reason="interrupted", device_id=args.device_id))
     except GatewayError as exc:
+        if held:
+            print("the interruption (%s) that came during the removal's last step was held until it ended; that "
+                  "step failed (below)" % held[0], file=sys.stderr)
         return fail(exc)
-    held = ("the report store %s holds nothing of it" % store if store.is_file()
+    stored = ("the report store %s holds nothing of it" % store if store.is_file()
             else "there is no report store at %s yet (--no-store-yet)" % store)
     print("removed %s (%s, zone %s): its registry row and key file are deleted; %s; its frames are refused as from "
           "an unknown device, and `civicedge gateway devices add --id %s ...` registers the id again"
-          % (rec.id, rec.kind, rec.zone, held, rec.id))
+          % (rec.id, rec.kind, rec.zone, stored, rec.id))
     return EXIT_OK

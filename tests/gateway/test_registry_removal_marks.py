@@ -246,3 +246,44 @@ def test_a_device_reinstated_and_retired_during_the_wait_answers_retired_and_sta
         registry.remove("bin-2", traces=_during_wait(registry, again))
     assert info.value.reason == "retired"
     assert _column(registry, "bin-2") == RETIRED and registry.key_path("bin-2").is_file()
+
+
+@pytest.mark.parametrize("signum", [signal.SIGHUP, signal.SIGTERM])
+def test_a_signal_held_during_a_final_deletion_that_fails_keeps_its_error_and_the_put_back(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], signum: int) -> None:
+    """Fifth review L4: the key file cannot be deleted (key_file: nothing removed) while a signal is held. Before,
+    the signal let go replaced the RegistryError: no put-back (the device stayed retired for its removal) and the
+    command said so whatever the error was."""
+    config = make_env(tmp_path)
+    ReportStore(tmp_path / "data" / "reports.sqlite", gateway_id="gw-test").close()
+    registry = tmp_path / "data" / "registry"
+    key = registry / "keys" / "bin-2.key"
+    real_unlink = Path.unlink
+
+    def signal_then_fail(self: Path, missing_ok: bool = False) -> None:
+        if self == key:
+            signal.raise_signal(signum)
+            raise PermissionError(13, "Permission denied")
+        real_unlink(self, missing_ok=missing_ok)
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        raise _Signalled()
+
+    monkeypatch.setattr(Path, "unlink", signal_then_fail)
+    old = signal.signal(signum, handler)  # never the default action (it would end the test's process)
+    try:
+        assert main(["gateway", "devices", "--config", str(config), "remove", "bin-2"]) != 0
+    finally:
+        signal.signal(signum, old)
+    err = " ".join(capsys.readouterr().err.split())
+    assert "the interruption (%s) that came during the removal's last step was held until it ended; that step " \
+        "failed" % signal.Signals(signum).name in err
+    assert "its key file %s could not be deleted: Permission denied" % key in err
+    assert "stays retired for its removal" not in err
+    reg = Registry(registry, create=False)
+    try:
+        rec = reg.get("bin-2")
+        assert not rec.retired and not rec.removing  # put back
+    finally:
+        reg.close()
+    assert key.is_file()
