@@ -310,9 +310,9 @@ def _document(policy: Mapping[str, Any]) -> dict[str, Any]:
                               "503": _err("no registry or store attached (`no_registry`, `no_store`), the store "
                                           "could not be read (`backend_unavailable`), the registry failed or a "
                                           "key file could not be deleted (`registry`), the ingest did not "
-                                          "commit the device's accepted reports within 30 s or the gateway stopped "
-                                          "meanwhile (`not_settled`: put back, try again later), or the device "
-                                          "is left retired (`storage_partial`: the message says what to do)")}}},
+                                          "commit the device's accepted reports within 30 s or the app's loop "
+                                          "stopped meanwhile (`not_settled`: put back, try again later), or the "
+                                          "device is left retired (`storage_partial`: the message says what to do)")}}},
         "/api/admin/devices/{device_id}/move": {"post": {
             "summary": "Correct or change a device's location (and zone); never its key",
             "description": "The explicit move that `PUT` refuses (409 `moved`). Only the registry row changes: "
