@@ -6,11 +6,13 @@ import asyncio
 import json
 import os
 import time
+import sqlite3
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
 from gateway.pipeline import IngestService, Link
 from gateway.protocol import FRAME_REPORT, build_frame, parse_frame
+from gateway.storage.records import ReportRecord
 
 if TYPE_CHECKING:
     import pytest
@@ -141,3 +143,20 @@ def store_dir_not_writable(monkeypatch: "pytest.MonkeyPatch", directory: Path) -
         return real_access(path, mode, **kw)  # type: ignore[arg-type]
 
     monkeypatch.setattr(sqlite_uri.os, "access", access)
+
+
+def stored_bin_report(device: str, seq: int) -> ReportRecord:
+    """A stored window report of the bin ``device`` (for a store's ``insert_batch``)."""
+    return ReportRecord(device=device, seq=seq, kind="bin", zone="north", type="win", w=1_700_000_000 + 900 * seq,
+                        l=900, m={"fill": 40}, e={}, a=[], fw="0.1", received_at=1_700_000_900.0 + 900 * seq,
+                        link="serial:/dev/x", digest="%064x" % seq)
+
+
+def retired_column(registry_dir: Path, device: str) -> int:
+    """The raw ``retired`` column of ``device`` (0, 1 retired, 2 retired for a removal), read beside the
+    registry through a connection of its own."""
+    conn = sqlite3.connect(registry_dir / "devices.sqlite")
+    try:
+        return int(conn.execute("SELECT retired FROM devices WHERE id=?", (device,)).fetchone()[0])
+    finally:
+        conn.close()

@@ -10,7 +10,7 @@ from typing import Callable
 
 import pytest
 from conftest import KEYS, make_env
-from helpers import report_frame
+from helpers import report_frame, stored_bin_report
 
 import gateway.cli.devices_cmd as devices_cmd
 from gateway.errors import RegistryError, RejectedReport, StorageError
@@ -21,15 +21,7 @@ from gateway.registry.removal import SETTLE_MARGIN_S
 from gateway.resources import load_policy
 from gateway.storage import ReportStore
 from gateway.storage.device_traces import device_traces
-from gateway.storage.records import ReportRecord
 from hil.cli.main import main
-
-
-def report(device: str, seq: int) -> ReportRecord:
-    """A stored window report of the bin ``device``."""
-    return ReportRecord(device=device, seq=seq, kind="bin", zone="north", type="win", w=1_700_000_000 + 900 * seq,
-                        l=900, m={"fill": 40}, e={}, a=[], fw="0.1", received_at=1_700_000_900.0 + 900 * seq,
-                        link="serial:/dev/x", digest="%064x" % seq)
 
 
 @pytest.fixture
@@ -83,7 +75,7 @@ def test_a_device_with_stored_reports_is_refused_naming_retire_and_revoke_and_no
         env: tuple[Path, Path, Path], capsys: pytest.CaptureFixture[str]) -> None:
     config, registry, store = env
     s = ReportStore(store, gateway_id="gw-test")
-    s.insert_batch([report("bin-1", 1), report("bin-1", 2)], {"bin-1": 2})
+    s.insert_batch([stored_bin_report("bin-1", 1), stored_bin_report("bin-1", 2)], {"bin-1": 2})
     s.close()
     key_before = (registry / "keys" / "bin-1.key").read_bytes()
     assert remove(config, "bin-1") == 1
@@ -156,7 +148,7 @@ def test_a_report_stored_during_the_removal_puts_the_registration_back(
         announce()
         waits.append(seconds)
         assert Registry(registry, create=False).get("bin-2").retired  # out of service during the wait, still there
-        running.insert_batch([report("bin-2", 1)], {"bin-2": 1})
+        running.insert_batch([stored_bin_report("bin-2", 1)], {"bin-2": 1})
 
     monkeypatch.setattr(devices_cmd, "_interruptible_sleep", gateway_commits_meanwhile)
     try:

@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 from conftest import KEYS, make_env
+from helpers import stored_bin_report
 
 import gateway.cli.devices_cmd as devices_cmd
 import gateway.storage.device_traces as traces_module
@@ -26,17 +27,9 @@ from gateway.registry import Registry
 from gateway.registry.removal import SETTLE_MARGIN_S
 from gateway.storage import ReportStore
 from gateway.storage.device_traces import device_traces
-from gateway.storage.records import ReportRecord
 from hil.cli.main import main
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-def report(device: str, seq: int) -> ReportRecord:
-    """A stored window report of the bin ``device``."""
-    return ReportRecord(device=device, seq=seq, kind="bin", zone="north", type="win", w=1_700_000_000 + 900 * seq,
-                        l=900, m={"fill": 40}, e={}, a=[], fw="0.1", received_at=1_700_000_900.0 + 900 * seq,
-                        link="serial:/dev/x", digest="%064x" % seq)
 
 
 @pytest.fixture
@@ -70,7 +63,7 @@ def test_a_store_option_naming_no_report_store_is_refused_and_nothing_changes(
     """H1: each of these holds no row of bin-1 though the real store does; before, the removal went through."""
     _, registry, store = env
     s = ReportStore(store, gateway_id="gw-test")
-    s.insert_batch([report("bin-1", 1)], {"bin-1": 1})  # heard from
+    s.insert_batch([stored_bin_report("bin-1", 1)], {"bin-1": 1})  # heard from
     s.close()
     if what == "the registry's own database":
         wrong = registry / "devices.sqlite"
@@ -143,7 +136,7 @@ def test_a_removal_refused_at_once_does_not_announce_a_wait(
     """L4: before, "a gateway is running ...: waiting" came first, then the immediate refusal."""
     config, _, store = env
     running = ReportStore(store, gateway_id="gw-test")
-    running.insert_batch([report("bin-1", 1)], {"bin-1": 1})
+    running.insert_batch([stored_bin_report("bin-1", 1)], {"bin-1": 1})
     try:
         assert main(["gateway", "devices", "--config", str(config), "remove", device]) == 1
     finally:
@@ -164,7 +157,7 @@ def test_indexed_tables_are_checked_first_and_the_search_stops_at_the_first_hit(
     """L6: chain and alarms have no index on device: a device with reports costs no scan of them."""
     store = tmp_path / "reports.sqlite"
     s = ReportStore(store, gateway_id="gw-test")
-    s.insert_batch([report("bin-1", 1)], {"bin-1": 1})
+    s.insert_batch([stored_bin_report("bin-1", 1)], {"bin-1": 1})
     s.close()
     statements: list[str] = []
     real = traces_module.open_for_check
@@ -204,8 +197,8 @@ def test_chain_and_alarm_rows_come_with_a_report_row_and_retention_leaves_retire
     device, so it is still found."""
     store = tmp_path / "reports.sqlite"
     s = ReportStore(store, gateway_id="gw-test")
-    s.insert_batch([report("bin-1", 1)._replace(a=["lid_open"])], {"bin-1": 1})
-    s.insert_batch([report("bin-2", 9)], {"bin-2": 9})  # the newest row, which retention keeps
+    s.insert_batch([stored_bin_report("bin-1", 1)._replace(a=["lid_open"])], {"bin-1": 1})
+    s.insert_batch([stored_bin_report("bin-2", 9)], {"bin-2": 9})  # the newest row, which retention keeps
     conn = sqlite3.connect(store)
     counts = {t: conn.execute("SELECT COUNT(*) FROM %s WHERE device='bin-1'" % t).fetchone()[0]
               for t in ("reports", "chain", "alarms", "retired_seqs")}
@@ -283,7 +276,7 @@ def test_a_rerun_after_a_kill_refuses_cleanly_when_the_device_was_heard_from_mea
         proc = _remove_in_a_process(config, "bin-2")
         proc.kill()
         proc.communicate(timeout=30)
-        running.insert_batch([report("bin-2", 1)], {"bin-2": 1})
+        running.insert_batch([stored_bin_report("bin-2", 1)], {"bin-2": 1})
     finally:
         running.close()
     assert main(["gateway", "devices", "--config", str(config), "remove", "bin-2"]) == 1

@@ -6,13 +6,13 @@ a reinstate never takes back a device without its key; signals wait for the comm
 from __future__ import annotations
 
 import signal
-import sqlite3
 from pathlib import Path
 from types import FrameType
 from typing import Callable
 
 import pytest
 from conftest import make_env
+from helpers import retired_column
 
 import gateway.registry.removal as removal
 from gateway.errors import RegistryError
@@ -20,15 +20,6 @@ from gateway.registry import Registry
 from gateway.registry.records import RETIRED, RETIRED_FOR_REMOVAL
 from gateway.storage import ReportStore
 from hil.cli.main import main
-
-
-def _column(reg: Registry, device: str) -> int:
-    """The raw ``retired`` column of ``device``, read beside the registry."""
-    conn = sqlite3.connect(reg.path / "devices.sqlite")
-    try:
-        return int(conn.execute("SELECT retired FROM devices WHERE id=?", (device,)).fetchone()[0])
-    finally:
-        conn.close()
 
 
 def _during_wait(reg: Registry, act: Callable[[Registry], None]) -> Callable[[str], list[str]]:
@@ -53,7 +44,7 @@ def test_the_removal_marks_the_device_retired_for_it_and_lists_it_so(registry: R
 
     def look(other: Registry) -> None:
         rec = other.get("bin-2")
-        seen.append((_column(registry, "bin-2"), rec.retired, rec.removing))
+        seen.append((retired_column(registry.path, "bin-2"), rec.retired, rec.removing))
 
     registry.remove("bin-2", traces=_during_wait(registry, look))
     assert seen == [(RETIRED_FOR_REMOVAL, True, True)]  # refused as retired; shown as a removal's
@@ -75,7 +66,7 @@ def test_a_retire_during_the_wait_answers_as_a_retire_stops_the_removal_and_stan
     assert str(info.value) == ("device bin-2 was retired by another request or process while it was being removed; "
                                "it is not removed and stays retired")
     rec = registry.get("bin-2")
-    assert rec.retired and not rec.removing and _column(registry, "bin-2") == RETIRED
+    assert rec.retired and not rec.removing and retired_column(registry.path, "bin-2") == RETIRED
     assert registry.key_path("bin-2").is_file()
 
 
@@ -96,14 +87,14 @@ def test_a_retire_during_the_wait_stays_when_the_device_was_heard_from_meanwhile
         registry.remove("bin-2", traces=traces)
     assert info.value.reason == "heard_from"
     assert "(it was retired meanwhile (by another request or process); it stays retired)" in str(info.value)
-    assert registry.get("bin-2").retired and _column(registry, "bin-2") == RETIRED
+    assert registry.get("bin-2").retired and retired_column(registry.path, "bin-2") == RETIRED
 
 
 def test_a_removal_stopped_puts_back_only_its_own_mark(registry: Registry) -> None:
     with pytest.raises(RegistryError) as info:
         registry.remove("bin-2", traces=lambda device: [], wait=_fail, settle_s=1.0)
     assert info.value.reason == "storage"
-    assert _column(registry, "bin-2") == 0 and not registry.get("bin-2").retired
+    assert retired_column(registry.path, "bin-2") == 0 and not registry.get("bin-2").retired
 
 
 def _fail(seconds: float) -> None:
@@ -120,7 +111,7 @@ def test_marking_a_device_retired_already_moves_the_change_count(registry: Regis
     mark = removal.mark_removing(registry.path, registry._conn, "bin-2")
     assert registry.changes > before
     assert not mark.set_retired and mark.stamp == mark.updated_before == registry.get("bin-2").updated_at
-    assert _column(registry, "bin-2") == RETIRED  # unchanged: the operator's retire
+    assert retired_column(registry.path, "bin-2") == RETIRED  # unchanged: the operator's retire
 
 
 @pytest.mark.parametrize("retired_before", [False, True])
@@ -148,7 +139,7 @@ def test_a_row_reinstated_and_marked_by_another_removal_meanwhile_is_not_deleted
     assert registry.lookup("bin-2") is not None and registry.key_path("bin-2").is_file()
     rec = registry.get("bin-2")
     assert rec.retired  # retired as before, or for the other removal
-    assert _column(registry, "bin-2") == (RETIRED if retired_before else RETIRED_FOR_REMOVAL)
+    assert retired_column(registry.path, "bin-2") == (RETIRED if retired_before else RETIRED_FOR_REMOVAL)
     if not retired_before:
         assert rec.removing
         assert [r for r in caplog.records if "it was reinstated and retired for another removal meanwhile; it stays "
@@ -245,7 +236,7 @@ def test_a_device_reinstated_and_retired_during_the_wait_answers_retired_and_sta
     with pytest.raises(RegistryError) as info:
         registry.remove("bin-2", traces=_during_wait(registry, again))
     assert info.value.reason == "retired"
-    assert _column(registry, "bin-2") == RETIRED and registry.key_path("bin-2").is_file()
+    assert retired_column(registry.path, "bin-2") == RETIRED and registry.key_path("bin-2").is_file()
 
 
 @pytest.mark.parametrize("signum", [signal.SIGHUP, signal.SIGTERM])

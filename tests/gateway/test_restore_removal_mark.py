@@ -4,9 +4,9 @@ not retired (unless the live device is retired for good), and a live mark is not
 from __future__ import annotations
 
 import shutil
-import sqlite3
 from pathlib import Path
 
+from helpers import retired_column
 from gateway.cli.restore_registry import carry_over, read_current
 from gateway.registry import Registry
 from gateway.registry import removal
@@ -28,14 +28,6 @@ def _carry(backup: Path, live: Registry) -> tuple[Registry, list[str], list[str]
     return restored, carried, warnings
 
 
-def _column(reg: Registry, device: str) -> int:
-    conn = sqlite3.connect(reg.path / "devices.sqlite")
-    try:
-        return int(conn.execute("SELECT retired FROM devices WHERE id=?", (device,)).fetchone()[0])
-    finally:
-        conn.close()
-
-
 def test_a_backup_taken_during_a_removals_wait_restores_the_device_not_retired(
         registry: Registry, tmp_path: Path) -> None:
     """Before, the live row (put back, its updated_at back to before the mark) looked older than the backup's:
@@ -45,7 +37,7 @@ def test_a_backup_taken_during_a_removals_wait_restores_the_device_not_retired(
     removal.put_back(registry.path, registry._conn, "bin-2", mark, why="test")
     restored, carried, warnings = _carry(backup, registry)
     try:
-        assert _column(restored, "bin-2") == 0 and not restored.get("bin-2").retired
+        assert retired_column(restored.path, "bin-2") == 0 and not restored.get("bin-2").retired
         assert "device bin-2: retired for a removal in the backup (a removal's temporary mark): restored as not " \
             "retired" in carried
         assert not [w for w in warnings if "bin-2" in w], warnings
@@ -59,7 +51,7 @@ def test_a_live_removal_mark_is_not_carried_over_as_a_retire(registry: Registry,
     removal.mark_removing(registry.path, registry._conn, "bin-2")
     restored, carried, warnings = _carry(backup, registry)
     try:
-        assert _column(restored, "bin-2") == 0
+        assert retired_column(restored.path, "bin-2") == 0
         assert not [c for c in carried if "bin-2" in c] and not [w for w in warnings if "bin-2" in w]
     finally:
         restored.close()
@@ -72,7 +64,7 @@ def test_a_backup_mark_with_the_live_device_retired_for_good_restores_it_retired
     registry.retire("bin-2")  # the operator's retire during the wait: 1, for good
     restored, carried, _ = _carry(backup, registry)
     try:
-        assert _column(restored, "bin-2") == RETIRED
+        assert retired_column(restored.path, "bin-2") == RETIRED
         assert "device bin-2: retired for a removal in the backup, retired now: kept retired" in carried
     finally:
         restored.close()
@@ -85,7 +77,7 @@ def test_a_device_only_in_the_backup_with_a_removal_mark_is_restored_not_retired
     registry.remove("bin-1", traces=lambda device: [])  # the removal ended after the backup
     restored, _, warnings = _carry(backup, registry)
     try:
-        assert _column(restored, "bin-1") == 0
+        assert retired_column(restored.path, "bin-1") == 0
         assert [w for w in warnings if w.startswith("device bin-1 is in the backup but not in the current registry: "
                                                     "restored from the backup, not retired")], warnings
     finally:
