@@ -5,17 +5,22 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import time
 import sqlite3
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
-from gateway.pipeline import IngestService, Link
+from gateway.metrics import GatewayMetrics
+from gateway.pipeline import IngestService, Link, Verifier
 from gateway.protocol import FRAME_REPORT, build_frame, parse_frame
+from gateway.resources import load_policy
+from gateway.storage import ReportStore
 from gateway.storage.records import ReportRecord
 
 if TYPE_CHECKING:
     import pytest
+
+    from gateway.registry import Registry
 
 WINDOW_T0 = 1_790_000_100 - (1_790_000_100 % 900)
 MOT_PERIOD = 21600  # the streetlight's mot release_every_s in firmware/policy.json
@@ -160,3 +165,34 @@ def retired_column(registry_dir: Path, device: str) -> int:
         return int(conn.execute("SELECT retired FROM devices WHERE id=?", (device,)).fetchone()[0])
     finally:
         conn.close()
+
+
+class CountingIngestRig:
+    """A real IngestService on a real store file (``db_path``), a link that records each device's highest ACK,
+    and the store's commit attempts (``insert_batch`` calls) counted in ``commits``."""
+
+    def __init__(self, registry: "Registry", db_path: Path, **ingest_kwargs: Any) -> None:
+        self.path = db_path
+        self.store = ReportStore(db_path, gateway_id="gw")
+        self.metrics = GatewayMetrics("gw")
+        self.ingest = IngestService(store=self.store, verifier=Verifier(registry, load_policy()), metrics=self.metrics,
+                                    **ingest_kwargs)
+        self.acked: dict[str, int] = {}
+        self.link = Link(name="serial:test", kind="serial", send=self._ack)
+        self.commits = 0
+        real = self.store.insert_batch
+
+        def counted(records: list[ReportRecord], floors: dict[str, int] | None = None) -> Any:
+            self.commits += 1
+            return real(records, floors)
+
+        self.store.insert_batch = counted  # type: ignore[method-assign]
+
+    async def _ack(self, frame: bytes) -> None:
+        parsed = parse_frame(frame)
+        self.acked[parsed.device_id] = max(self.acked.get(parsed.device_id, 0), parsed.seq)
+
+    def stored(self) -> set[tuple[str, int]]:
+        """The (device, seq) of every stored report."""
+        rows = self.store._conn.execute("SELECT device, seq FROM reports").fetchall()  # noqa: SLF001
+        return {(str(d), int(s)) for d, s in rows}

@@ -18,13 +18,12 @@ from pathlib import Path
 from typing import Any, AsyncIterator
 
 import pytest
-from helpers import report_frame
+from helpers import CountingIngestRig, report_frame
 
 from gateway.metrics import GatewayMetrics
-from gateway.pipeline import IngestService, Link, Verifier
+from gateway.pipeline import IngestService, Verifier
 from gateway.pipeline import ingest_writer
 from gateway.pipeline.ingest_writer import SPLIT_ISOLATES, split_budget
-from gateway.protocol import parse_frame
 from gateway.registry import Registry
 from gateway.resources import load_policy
 from gateway.storage import ReportRecord, ReportStore, provenance
@@ -45,33 +44,15 @@ def _key(dev: str) -> bytes:
     return bytes((first + i) % 256 for i in range(32))
 
 
-class _Rig:
+class _Rig(CountingIngestRig):
     """A real IngestService on a real store (batch_max 2000), the ACKs recorded per device, commits counted."""
 
     def __init__(self, path: Path) -> None:
         registry = Registry(path / "registry")
         for dev in DEVICES:
             registry.add(dev, kind="bin", zone="north", lat="52.37", lon="4.89", key=_key(dev))
-        self.path = path / "r.sqlite"
-        self.store = ReportStore(self.path, gateway_id="gw")
-        self.metrics = GatewayMetrics("gw")
         # batch_ms far above the feed time: the 2000 reports are one batch (it is taken once it is full)
-        self.ingest = IngestService(store=self.store, verifier=Verifier(registry, load_policy()), metrics=self.metrics,
-                                    batch_ms=5000, batch_max=BATCH)
-        self.acked: dict[str, int] = {}
-        self.link = Link(name="serial:test", kind="serial", send=self._ack)
-        self.commits = 0
-        real = self.store.insert_batch
-
-        def counted(records: list[ReportRecord], floors: dict[str, int] | None = None) -> Any:
-            self.commits += 1
-            return real(records, floors)
-
-        self.store.insert_batch = counted  # type: ignore[method-assign]
-
-    async def _ack(self, frame: bytes) -> None:
-        parsed = parse_frame(frame)
-        self.acked[parsed.device_id] = max(self.acked.get(parsed.device_id, 0), parsed.seq)
+        super().__init__(registry, path / "r.sqlite", batch_ms=5000, batch_max=BATCH)
 
     async def send_batch(self) -> None:
         """Feed the 2000 reports at once (one batch) and wait until all are committed or failed, and ACKed."""
@@ -81,10 +62,6 @@ class _Rig:
         async with asyncio.timeout(120):
             while self.ingest._tasks or not self.ingest._queue.empty():  # noqa: SLF001 - nothing in flight
                 await asyncio.sleep(0.01)
-
-    def stored(self) -> set[tuple[str, int]]:
-        rows = self.store._conn.execute("SELECT device, seq FROM reports").fetchall()  # noqa: SLF001
-        return {(str(d), int(s)) for d, s in rows}
 
 
 @pytest.fixture

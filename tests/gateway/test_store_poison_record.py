@@ -19,47 +19,25 @@ from typing import Any, AsyncIterator, Callable
 
 import pytest
 from conftest import KEYS
-from helpers import report_frame
+from helpers import CountingIngestRig, report_frame
 
 from gateway.errors import StorageError
-from gateway.metrics import GatewayMetrics
-from gateway.pipeline import IngestService, Link, Verifier
 from gateway.pipeline import ingest as ingest_module
 from gateway.pipeline import ingest_writer
-from gateway.protocol import parse_frame
 from gateway.registry import Registry
-from gateway.resources import load_policy
-from gateway.storage import ReportRecord, ReportStore, provenance
+from gateway.storage import ReportRecord, provenance
 from gateway.storage import store as store_module
 
 POISON = ("bin-2", 3)
 
 
-class _Rig:
+class _Rig(CountingIngestRig):
     """A real IngestService on a real store file, a link that records the ACKs, a settable monotonic clock."""
 
     def __init__(self, registry: Registry, path: Path) -> None:
         self.now = 1000.0
-        self.path = path
-        self.store = ReportStore(path, gateway_id="gw")
-        self.metrics = GatewayMetrics("gw")
-        self.ingest = IngestService(store=self.store, verifier=Verifier(registry, load_policy()), metrics=self.metrics,
-                                    batch_ms=10, gap_hold_s=15.0, monotonic=lambda: self.now,
-                                    log_monotonic=lambda: 0.0)  # rate-limited lines: one per test (a burst)
-        self.acked: dict[str, int] = {}
-        self.link = Link(name="serial:test", kind="serial", send=self._ack)
-        self.commits = 0
-        real = self.store.insert_batch
-
-        def counted(records: list[ReportRecord], floors: dict[str, int] | None = None) -> Any:
-            self.commits += 1
-            return real(records, floors)
-
-        self.store.insert_batch = counted  # type: ignore[method-assign]
-
-    async def _ack(self, frame: bytes) -> None:
-        parsed = parse_frame(frame)
-        self.acked[parsed.device_id] = max(self.acked.get(parsed.device_id, 0), parsed.seq)
+        super().__init__(registry, path, batch_ms=10, gap_hold_s=15.0, monotonic=lambda: self.now,
+                         log_monotonic=lambda: 0.0)  # rate-limited lines: one per test (a burst)
 
     async def send(self, *frames: tuple[str, int]) -> None:
         """Feed the frames at once (one batch), then wait until everything is settled."""
@@ -71,10 +49,6 @@ class _Rig:
             if not self.ingest._tasks and self.ingest._queue.empty():  # noqa: SLF001 - nothing in flight
                 return
         raise AssertionError("ingest did not settle")
-
-    def stored(self) -> set[tuple[str, int]]:
-        rows = self.store._conn.execute("SELECT device, seq FROM reports").fetchall()  # noqa: SLF001
-        return {(str(d), int(s)) for d, s in rows}
 
 
 @pytest.fixture
