@@ -356,15 +356,13 @@ class IngestWriter(IngestWarnings):
             if out.error is not None:  # the store fails (not a record): the rest is not tried
                 out.failed.extend(span(lo, hi))
                 continue
-            try:
-                result = await self.run_in_store(self.store.insert_batch, main[lo:hi], saved)
-            except asyncio.CancelledError:
-                raise
-            except GatewayError as exc:
-                out.error = exc
+            result = await self._attempt(main[lo:hi], saved)
+            if isinstance(result, GatewayError):
+                out.error = result
                 out.failed.extend(span(lo, hi))
                 continue
-            except Exception as exc:  # a bug, not the disk: the writer must outlive it (devices re-send)
+            if isinstance(result, Exception):  # a bug, not the disk: the writer must outlive it (devices re-send)
+                exc = result
                 now = self._split_clock()
                 if out.bug is None:
                     out.bug = exc
@@ -393,7 +391,6 @@ class IngestWriter(IngestWarnings):
                         "the split's budget of %d was spent" % split_budget(len(main), SPLIT_ISOLATES))
                 out.failed.extend(span(lo, hi))
                 continue
-            assert isinstance(result, BatchResult)
             self._merge(out, result)
             out.committed.extend(span(lo, hi))
             saved = None
@@ -401,22 +398,18 @@ class IngestWriter(IngestWarnings):
             if out.error is not None:
                 out.failed.append(i)
                 continue
-            try:
-                result = await self.run_in_store(self.store.insert_batch, [records[i]], saved)
-            except asyncio.CancelledError:
-                raise
-            except GatewayError as exc:
-                out.error = exc
+            result = await self._attempt([records[i]], saved)
+            if isinstance(result, GatewayError):
+                out.error = result
                 out.failed.append(i)
                 continue
-            except Exception as exc:  # the bug again (or not fixed yet)
+            if isinstance(result, Exception):  # the bug again (or not fixed yet)
                 if out.bug is None:
-                    out.bug = exc
-                out.poison.append((records[i], exc))
+                    out.bug = result
+                out.poison.append((records[i], result))
                 out.alone.append(i)
                 out.failed.append(i)
                 continue
-            assert isinstance(result, BatchResult)
             self._merge(out, result)
             out.committed.append(i)
             saved = None
@@ -425,6 +418,18 @@ class IngestWriter(IngestWarnings):
             out.failed.sort()
         out.floors_saved = saved is None
         return out
+
+    async def _attempt(self, part: list[ReportRecord], floors: dict[str, int] | None) -> BatchResult | Exception:
+        """One commit attempt of ``part`` (with ``floors``) on the store's thread: its result, or the exception
+        it failed with (a :class:`GatewayError` is the store's, any other a bug); a cancellation propagates."""
+        try:
+            result = await self.run_in_store(self.store.insert_batch, part, floors)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            return exc
+        assert isinstance(result, BatchResult)
+        return result
 
     @staticmethod
     def _merge(out: _Stored, result: BatchResult) -> None:
